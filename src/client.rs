@@ -1,0 +1,464 @@
+//! The Security Center API client: one signed `DescribeImageLatestScanTask` call per digest.
+//!
+//! The client makes exactly one HTTP request per call and classifies what went wrong; retrying,
+//! rate limiting and backoff belong to the scheduler, which sees every attempt.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::FixedOffset;
+
+use crate::clock::Clock;
+use crate::config::SasConfig;
+use crate::credentials::{CredentialsError, CredentialsProvider};
+use crate::scan::{ScanResult, parse_response};
+use crate::signing::{self, RpcCall, SignatureVersion};
+
+/// The operation this exporter calls.
+pub const ACTION: &str = "DescribeImageLatestScanTask";
+/// The Security Center API version.
+pub const API_VERSION: &str = "2018-12-03";
+/// Responses larger than this are rejected while streaming, before they are buffered whole.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// How a failed call should be treated (ALIBABA-API.md section 5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// A `Throttling*` code: retry with backoff and slow the whole exporter down.
+    Throttled,
+    /// A transient failure: retry with backoff.
+    Retryable,
+    /// `SignatureNonceUsed`: retry once with a new nonce.
+    NonceReused,
+    /// Retrying cannot help (signature, key, permission, parameters, unreadable response).
+    Fatal,
+}
+
+/// A failed API call.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No usable credentials; nothing was sent.
+    #[error("credentials unavailable: {0}")]
+    Credentials(#[from] CredentialsError),
+    /// The service answered with an error body.
+    #[error("{code} (HTTP {status}): {message}{}", request_id_suffix(.request_id))]
+    Service {
+        /// HTTP status.
+        status: u16,
+        /// The API's error `Code`.
+        code: String,
+        /// The API's `Message`.
+        message: String,
+        /// The API's `RequestId`, for support tickets.
+        request_id: Option<String>,
+        /// `x-acs-retry-after`, when positive.
+        retry_after: Option<Duration>,
+    },
+    /// A non-success status with no readable error body (e.g. a bare 502 from a proxy).
+    #[error("HTTP {status} without an error body")]
+    HttpStatus {
+        /// HTTP status.
+        status: u16,
+        /// `x-acs-retry-after`, when positive.
+        retry_after: Option<Duration>,
+    },
+    /// No complete answer within the per-request timeout.
+    #[error("no response within {0:?}")]
+    Timeout(Duration),
+    /// The connection could not be made or broke before the answer was complete.
+    #[error("connection failed: {0}")]
+    Connect(String),
+    /// The body exceeded [`MAX_BODY_BYTES`].
+    #[error("response body exceeds {limit} bytes")]
+    BodyTooLarge {
+        /// The cap.
+        limit: usize,
+    },
+    /// A success status with a body that is not a valid answer.
+    #[error("invalid response: {0}")]
+    InvalidResponse(String),
+}
+
+fn request_id_suffix(id: &Option<String>) -> String {
+    id.as_ref()
+        .map(|id| format!(" (RequestId {id})"))
+        .unwrap_or_default()
+}
+
+impl ApiError {
+    /// The retry class of this error.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            ApiError::Service { code, status, .. } => classify_code(code, *status),
+            ApiError::HttpStatus { status, .. } if *status >= 500 => ErrorClass::Retryable,
+            ApiError::Timeout(_) | ApiError::Connect(_) => ErrorClass::Retryable,
+            ApiError::HttpStatus { .. }
+            | ApiError::Credentials(_)
+            | ApiError::BodyTooLarge { .. }
+            | ApiError::InvalidResponse(_) => ErrorClass::Fatal,
+        }
+    }
+
+    /// The `code` label of `sas_exporter_api_request_errors_total`; the caller caps distinct API
+    /// codes. `None` when no request was sent.
+    pub fn metric_code(&self) -> Option<&str> {
+        Some(match self {
+            ApiError::Credentials(_) => return None,
+            ApiError::Service { code, .. } => code,
+            ApiError::HttpStatus { status, .. } if *status >= 500 => "http_5xx",
+            ApiError::Timeout(_) => "timeout",
+            ApiError::Connect(_) => "connect",
+            ApiError::HttpStatus { .. }
+            | ApiError::BodyTooLarge { .. }
+            | ApiError::InvalidResponse(_) => "invalid_response",
+        })
+    }
+
+    /// The server's requested wait before the next attempt, if it sent one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ApiError::Service { retry_after, .. } | ApiError::HttpStatus { retry_after, .. } => {
+                *retry_after
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Classifies an API error `Code` per ALIBABA-API.md section 5; codes the table does not name are
+/// retryable only when the HTTP status says the server failed.
+pub fn classify_code(code: &str, status: u16) -> ErrorClass {
+    match code {
+        c if c.starts_with("Throttling") => ErrorClass::Throttled,
+        "ServiceUnavailable" | "InternalError" | "ServerError" | "UnknownError" => {
+            ErrorClass::Retryable
+        }
+        "SignatureNonceUsed" => ErrorClass::NonceReused,
+        _ if status >= 500 => ErrorClass::Retryable,
+        _ => ErrorClass::Fatal,
+    }
+}
+
+/// The client's settings, usually taken from the `sas` config section.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Base URL, e.g. `https://tds.cn-shanghai.aliyuncs.com`.
+    pub endpoint: String,
+    /// Signature algorithm.
+    pub signature_version: SignatureVersion,
+    /// Per-request timeout, covering connect, headers and body.
+    pub timeout: Duration,
+    /// UTC offset of the API's local-time strings.
+    pub timezone: FixedOffset,
+}
+
+impl ClientOptions {
+    /// Options from the `sas` section of the config.
+    pub fn from_config(sas: &SasConfig) -> Self {
+        ClientOptions {
+            endpoint: sas.endpoint_url(),
+            signature_version: sas.signature_version,
+            timeout: sas.timeout,
+            timezone: sas.timezone,
+        }
+    }
+}
+
+/// Why a client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientBuildError {
+    /// The endpoint is not a usable URL.
+    #[error("invalid endpoint {endpoint:?}: {reason}")]
+    Endpoint {
+        /// The endpoint as given.
+        endpoint: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The HTTP client could not be created (TLS setup).
+    #[error("cannot build the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+/// A Security Center client bound to one endpoint and one credentials provider.
+#[derive(Clone, Debug)]
+pub struct SasClient {
+    http: reqwest::Client,
+    base_url: String,
+    host: String,
+    options: ClientOptions,
+    credentials: Arc<dyn CredentialsProvider>,
+    clock: Clock,
+}
+
+impl SasClient {
+    /// Builds a client; plain `http://` is accepted only for loopback endpoints.
+    pub fn new(
+        options: ClientOptions,
+        credentials: Arc<dyn CredentialsProvider>,
+    ) -> Result<Self, ClientBuildError> {
+        let bad = |reason: &str| ClientBuildError::Endpoint {
+            endpoint: options.endpoint.clone(),
+            reason: reason.to_owned(),
+        };
+        let url = reqwest::Url::parse(&options.endpoint).map_err(|e| bad(&e.to_string()))?;
+        let host_name = url.host_str().ok_or_else(|| bad("it has no host"))?;
+        let loopback = is_loopback_host(host_name);
+        match url.scheme() {
+            "https" => {}
+            "http" if loopback => {}
+            "http" => return Err(bad("plain http is accepted only for loopback addresses")),
+            _ => return Err(bad("the scheme must be https")),
+        }
+        if url.path() != "/" || url.query().is_some() {
+            return Err(bad("it must not carry a path or a query"));
+        }
+        let host = match url.port() {
+            Some(port) => format!("{host_name}:{port}"),
+            None => host_name.to_owned(),
+        };
+        let mut builder = reqwest::Client::builder()
+            .timeout(options.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!(
+                "sas-image-scan-exporter/",
+                env!("CARGO_PKG_VERSION")
+            ));
+        if loopback {
+            builder = builder.no_proxy();
+        }
+        Ok(SasClient {
+            http: builder.build()?,
+            base_url: format!("{}://{host}/", url.scheme()),
+            host,
+            options,
+            credentials,
+            clock: Clock::system(),
+        })
+    }
+
+    /// Replaces the clock that timestamps requests (tests simulate clock skew with it).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The credentials provider in use.
+    pub fn credentials_provider(&self) -> &Arc<dyn CredentialsProvider> {
+        &self.credentials
+    }
+
+    /// Calls `DescribeImageLatestScanTask` for a bare lower-case hex digest: one signed request,
+    /// with a fresh timestamp and nonce.
+    pub async fn describe_image_latest_scan_task(
+        &self,
+        digest: &str,
+    ) -> Result<ScanResult, ApiError> {
+        let creds = self.credentials.credentials().await?;
+        let now = self.clock.now();
+        if let Some(at) = creds.expiration.filter(|_| creds.is_expired(now)) {
+            return Err(CredentialsError::Expired {
+                provider: self.credentials.name(),
+                at,
+            }
+            .into());
+        }
+        let call = RpcCall {
+            method: "POST",
+            host: &self.host,
+            action: ACTION,
+            version: API_VERSION,
+            params: BTreeMap::from([("Digest".to_owned(), digest.to_owned())]),
+        };
+        let signed = signing::sign(
+            self.options.signature_version,
+            &call,
+            &creds,
+            now,
+            &signing::new_nonce(),
+        );
+        let mut request = self
+            .http
+            .post(format!("{}?{}", self.base_url, signed.query))
+            .header(reqwest::header::HOST, &self.host)
+            .header(reqwest::header::ACCEPT, "application/json");
+        for (name, value) in &signed.headers {
+            request = request.header(name, value);
+        }
+        let response = request.send().await.map_err(|e| self.transport_error(e))?;
+        let status = response.status().as_u16();
+        let retry_after = retry_after(response.headers());
+        let body = self.read_capped(response).await?;
+        if (200..300).contains(&status) {
+            return parse_response(&body, self.options.timezone)
+                .map_err(|e| ApiError::InvalidResponse(e.0));
+        }
+        Err(error_from_body(status, &body, retry_after))
+    }
+
+    async fn read_capped(&self, mut response: reqwest::Response) -> Result<Vec<u8>, ApiError> {
+        let too_large = ApiError::BodyTooLarge {
+            limit: MAX_BODY_BYTES,
+        };
+        let declared = response.content_length().unwrap_or(0);
+        if declared > MAX_BODY_BYTES as u64 {
+            return Err(too_large);
+        }
+        let mut body = Vec::with_capacity(declared as usize);
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| self.transport_error(e))?
+        {
+            if body.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(too_large);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
+    fn transport_error(&self, e: reqwest::Error) -> ApiError {
+        if e.is_timeout() {
+            ApiError::Timeout(self.options.timeout)
+        } else {
+            // Walk to the innermost cause: reqwest's top-level text only says "error sending request".
+            let mut msg = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                msg = format!("{msg}: {s}");
+                source = s.source();
+            }
+            ApiError::Connect(msg)
+        }
+    }
+}
+
+/// True for `localhost` and loopback IP literals (brackets around IPv6 allowed).
+pub fn is_loopback_host(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost")
+        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get("x-acs-retry-after")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|ms| *ms > 0)
+        .map(Duration::from_millis)
+}
+
+#[derive(serde::Deserialize)]
+struct ErrorBody {
+    #[serde(rename = "Code")]
+    code: Option<String>,
+    #[serde(rename = "Message")]
+    message: Option<String>,
+    #[serde(rename = "RequestId")]
+    request_id: Option<String>,
+}
+
+fn error_from_body(status: u16, body: &[u8], retry_after: Option<Duration>) -> ApiError {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(ErrorBody {
+            code: Some(code),
+            message,
+            request_id,
+        }) if !code.is_empty() => ApiError::Service {
+            status,
+            code,
+            message: message.unwrap_or_default(),
+            request_id,
+            retry_after,
+        },
+        _ => ApiError::HttpStatus {
+            status,
+            retry_after,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification_follows_the_table() {
+        use ErrorClass::*;
+        let cases = [
+            ("Throttling", 400, Throttled),
+            ("Throttling.User", 400, Throttled),
+            ("Throttling.Api", 400, Throttled),
+            ("ServiceUnavailable", 503, Retryable),
+            ("InternalError", 500, Retryable),
+            ("ServerError", 500, Retryable),
+            ("UnknownError", 500, Retryable),
+            ("SignatureNonceUsed", 400, NonceReused),
+            ("SignatureDoesNotMatch", 400, Fatal),
+            ("IncompleteSignature", 400, Fatal),
+            ("InvalidAccessKeyId.NotFound", 404, Fatal),
+            ("InvalidAccessKeyId.Inactive", 400, Fatal),
+            ("InvalidTimeStamp.Expired", 400, Fatal),
+            ("InvalidTimeStamp.Format", 400, Fatal),
+            ("Forbidden.RAM", 403, Fatal),
+            ("NoPermission", 403, Fatal),
+            ("MissingParameter", 400, Fatal),
+            ("InvalidParameter", 400, Fatal),
+            ("InvalidApi.NotFound", 404, Fatal),
+            ("InvalidAction.NotFound", 404, Fatal),
+            // Classified by code, not status: a throttle sent as 503 is still a throttle.
+            ("Throttling.User", 503, Throttled),
+            ("SomethingNew", 502, Retryable),
+            ("SomethingNew", 400, Fatal),
+        ];
+        for (code, status, class) in cases {
+            assert_eq!(classify_code(code, status), class, "{code} {status}");
+        }
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for h in [
+            "127.0.0.1",
+            "127.9.9.9",
+            "[::1]",
+            "::1",
+            "localhost",
+            "LOCALHOST",
+        ] {
+            assert!(is_loopback_host(h), "{h}");
+        }
+        for h in ["10.0.0.1", "example.com", "localhost.example.com", "[::2]"] {
+            assert!(!is_loopback_host(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn error_bodies() {
+        let e = error_from_body(
+            400,
+            br#"{"RequestId":"R1","HostId":"h","Code":"Throttling.User","Message":"slow down","Recommend":"u"}"#,
+            Some(Duration::from_millis(1500)),
+        );
+        assert_eq!(e.class(), ErrorClass::Throttled);
+        assert_eq!(e.metric_code(), Some("Throttling.User"));
+        assert_eq!(e.retry_after(), Some(Duration::from_millis(1500)));
+        assert_eq!(
+            e.to_string(),
+            "Throttling.User (HTTP 400): slow down (RequestId R1)"
+        );
+        let e = error_from_body(502, b"<html>bad gateway</html>", None);
+        assert_eq!(e.class(), ErrorClass::Retryable);
+        assert_eq!(e.metric_code(), Some("http_5xx"));
+        let e = error_from_body(404, b"", None);
+        assert_eq!(e.class(), ErrorClass::Fatal);
+        assert_eq!(e.metric_code(), Some("invalid_response"));
+    }
+}

@@ -1,0 +1,951 @@
+//! An in-process simulator of Security Center's `DescribeImageLatestScanTask`, served over loopback
+//! HTTP. It checks requests the way the real service does (signature V1 and V3, AccessKey,
+//! timestamp window, nonce reuse), answers from a scenario, injects faults, and counts what it saw.
+//! The tests and `--demo` run the real exporter against it.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::{DateTime, NaiveDateTime, Utc};
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Full, Limited, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::client::{ACTION, API_VERSION};
+use crate::signing;
+
+/// The simulator's default AccessKey ID (also used by `--demo`).
+pub const SIM_ACCESS_KEY_ID: &str = "LTAIsimulator0000demo";
+/// The simulator's default AccessKey secret. Not a real secret: it only opens the simulator.
+pub const SIM_ACCESS_KEY_SECRET: &str = "simulator-secret-not-for-production";
+/// How far a request's timestamp may be from the simulator's clock, as the real service allows.
+pub const TIMESTAMP_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+const MAX_REQUEST_BODY: usize = 64 * 1024;
+
+/// A key the simulator accepts. With `security_token` set, requests must carry exactly that token.
+#[derive(Clone, Debug)]
+pub struct SimKey {
+    /// AccessKey ID.
+    pub id: String,
+    /// AccessKey secret.
+    pub secret: String,
+    /// STS token that must accompany this key, if any.
+    pub security_token: Option<String>,
+}
+
+/// What one digest answers.
+#[derive(Clone, Debug)]
+pub enum DigestReply {
+    /// `{"RequestId": ..., "Task": <value>}`: the value verbatim (an array of tasks, `null`, ...).
+    Task(Value),
+    /// `{"RequestId": ...}` with no `Task` key at all.
+    NoTaskKey,
+}
+
+/// The simulator's data: keys, per-digest answers, and what unknown digests get.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    /// Accepted keys.
+    pub keys: Vec<SimKey>,
+    /// Answers per bare lower-case digest.
+    pub digests: HashMap<String, DigestReply>,
+    /// When true, a digest not listed gets one synthetic finished task instead of an empty list,
+    /// so benchmarks can use thousands of digests without listing them.
+    pub synthetic_unknown: bool,
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        Scenario {
+            keys: vec![SimKey {
+                id: SIM_ACCESS_KEY_ID.to_owned(),
+                secret: SIM_ACCESS_KEY_SECRET.to_owned(),
+                security_token: None,
+            }],
+            digests: HashMap::new(),
+            synthetic_unknown: false,
+        }
+    }
+}
+
+impl Scenario {
+    /// Sets a digest's task list.
+    pub fn with_tasks(mut self, digest: &str, tasks: Vec<Value>) -> Self {
+        self.digests
+            .insert(digest.to_owned(), DigestReply::Task(Value::Array(tasks)));
+        self
+    }
+
+    /// Sets a digest's answer verbatim.
+    pub fn with_reply(mut self, digest: &str, reply: DigestReply) -> Self {
+        self.digests.insert(digest.to_owned(), reply);
+        self
+    }
+
+    /// Answers unknown digests with a synthetic finished task.
+    pub fn with_synthetic_unknown(mut self) -> Self {
+        self.synthetic_unknown = true;
+        self
+    }
+}
+
+/// The deterministic finished task served for unlisted digests in synthetic mode.
+pub fn synthetic_task(digest: &str) -> Value {
+    let seed = digest
+        .get(..8)
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .unwrap_or(0);
+    let start = 1_700_000_000_000_i64 + (seed % 86_400_000) as i64;
+    let finish = start + 30_000 + (seed % 90_000) as i64;
+    let modified = DateTime::<Utc>::from_timestamp_millis(finish).map(|t| {
+        (t + chrono::Duration::hours(8))
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string()
+    });
+    json!({
+        "Status": "SUCCESS",
+        "Modified": modified,
+        "StartTime": start,
+        "FinishTime": finish,
+        "Finish": 1,
+        "Source": "openapi",
+        "TaskType": "IMAGE_SCAN",
+        "Name": "IMAGE_SCAN",
+        "TaskId": digest.get(..32).unwrap_or(digest),
+        "Target": digest,
+        "Id": seed % 10_000_000,
+        "TargetType": "IMAGE",
+    })
+}
+
+/// What a fault does to a request that passed authentication.
+#[derive(Clone, Debug)]
+pub enum FaultAction {
+    /// Answer normally (useful with a delay).
+    None,
+    /// An API error body with this status, `Code` and `Message`.
+    Error {
+        /// HTTP status.
+        status: u16,
+        /// Error `Code`.
+        code: String,
+        /// Error `Message`.
+        message: String,
+    },
+    /// This status with this body verbatim (an empty body, HTML from a proxy, ...).
+    Raw {
+        /// HTTP status.
+        status: u16,
+        /// Body.
+        body: String,
+    },
+    /// A 200 whose body is not JSON.
+    MalformedJson,
+    /// A 200 whose body is `bytes` long; `chunked` omits `Content-Length` so only a streaming
+    /// cap can stop it.
+    Oversized {
+        /// Body length.
+        bytes: usize,
+        /// Send without a length.
+        chunked: bool,
+    },
+    /// Close the connection without answering.
+    Drop,
+}
+
+/// A fault: an optional delay, an action, an optional `x-acs-retry-after`, and how many requests
+/// it applies to (`None` = until cleared).
+#[derive(Clone, Debug)]
+pub struct Fault {
+    /// Wait this long before acting.
+    pub delay: Option<Duration>,
+    /// What to do.
+    pub action: FaultAction,
+    /// `x-acs-retry-after` in milliseconds.
+    pub retry_after_ms: Option<u64>,
+    /// Requests left; `None` = unlimited.
+    pub remaining: Option<u64>,
+}
+
+impl Fault {
+    /// An API error (`code`, `status`) on every request.
+    pub fn error(status: u16, code: &str) -> Self {
+        Fault::action(FaultAction::Error {
+            status,
+            code: code.to_owned(),
+            message: format!("simulated {code}"),
+        })
+    }
+
+    /// Any action on every request.
+    pub fn action(action: FaultAction) -> Self {
+        Fault {
+            delay: None,
+            action,
+            retry_after_ms: None,
+            remaining: None,
+        }
+    }
+
+    /// A delay before a normal answer.
+    pub fn delay(d: Duration) -> Self {
+        Fault {
+            delay: Some(d),
+            ..Fault::action(FaultAction::None)
+        }
+    }
+
+    /// Limits the fault to the next `n` requests.
+    pub fn times(mut self, n: u64) -> Self {
+        self.remaining = Some(n);
+        self
+    }
+
+    /// Adds `x-acs-retry-after: ms`.
+    pub fn retry_after_ms(mut self, ms: u64) -> Self {
+        self.retry_after_ms = Some(ms);
+        self
+    }
+}
+
+/// Where a fault applies.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum FaultScope {
+    /// Every digest.
+    Global,
+    /// One bare lower-case digest.
+    Digest(String),
+}
+
+/// One request as received, for replay and independent verification in tests.
+#[derive(Clone, Debug)]
+pub struct RecordedRequest {
+    /// HTTP method.
+    pub method: String,
+    /// Path and query, exactly as received.
+    pub uri: String,
+    /// Headers in arrival order (names lower-case).
+    pub headers: Vec<(String, String)>,
+}
+
+/// One entry of the traffic log.
+#[derive(Clone, Debug)]
+pub struct LogEntry {
+    /// When the request arrived.
+    pub at: Instant,
+    /// Its digest, if it named one.
+    pub digest: Option<String>,
+    /// What the simulator did (see [`Simulator::outcome_count`]).
+    pub outcome: String,
+}
+
+struct State {
+    scenario: Scenario,
+    faults: HashMap<FaultScope, VecDeque<Fault>>,
+    nonces: HashMap<String, Instant>,
+    per_digest: HashMap<String, u64>,
+    per_outcome: BTreeMap<String, u64>,
+    log: Vec<LogEntry>,
+    last_request: Option<RecordedRequest>,
+    in_flight: usize,
+    max_in_flight: usize,
+}
+
+struct Shared {
+    state: Mutex<State>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic in a handler must not take the whole simulator down with a poisoned lock.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A running simulator; it stops when dropped.
+pub struct Simulator {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    accept: JoinHandle<()>,
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+impl Simulator {
+    /// Starts on an ephemeral loopback port.
+    pub async fn start(scenario: Scenario) -> std::io::Result<Simulator> {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), scenario).await
+    }
+
+    /// Starts on the given address.
+    pub async fn start_on(addr: SocketAddr, scenario: Scenario) -> std::io::Result<Simulator> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                scenario,
+                faults: HashMap::new(),
+                nonces: HashMap::new(),
+                per_digest: HashMap::new(),
+                per_outcome: BTreeMap::new(),
+                log: Vec::new(),
+                last_request: None,
+                in_flight: 0,
+                max_in_flight: 0,
+            }),
+        });
+        let accept_shared = Arc::clone(&shared);
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    // Out of file descriptors or similar: back off instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let shared = Arc::clone(&accept_shared);
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| handle(Arc::clone(&shared), req));
+                    // Errors here are clients going away or deliberate drops; nothing to report.
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(Simulator {
+            addr,
+            shared,
+            accept,
+        })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The endpoint URL to configure the exporter with.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Replaces one digest's task list.
+    pub fn set_tasks(&self, digest: &str, tasks: Vec<Value>) {
+        self.set_reply(digest, DigestReply::Task(Value::Array(tasks)));
+    }
+
+    /// Replaces one digest's answer.
+    pub fn set_reply(&self, digest: &str, reply: DigestReply) {
+        self.shared
+            .lock()
+            .scenario
+            .digests
+            .insert(digest.to_owned(), reply);
+    }
+
+    /// Adds a key the simulator accepts (e.g. fresh STS credentials).
+    pub fn add_key(&self, key: SimKey) {
+        self.shared.lock().scenario.keys.push(key);
+    }
+
+    /// Queues a fault; faults of one scope apply in the order they were added.
+    pub fn inject(&self, scope: FaultScope, fault: Fault) {
+        self.shared
+            .lock()
+            .faults
+            .entry(scope)
+            .or_default()
+            .push_back(fault);
+    }
+
+    /// Removes every fault.
+    pub fn clear_faults(&self) {
+        self.shared.lock().faults.clear();
+    }
+
+    /// Requests that named this digest (whatever the outcome).
+    pub fn requests_for(&self, digest: &str) -> u64 {
+        self.shared
+            .lock()
+            .per_digest
+            .get(digest)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Requests with this outcome: `ok`, an error code (`SignatureDoesNotMatch`,
+    /// `Throttling.User`, ...), `http_<status>` for raw answers, `malformed_json`, `oversized`,
+    /// `dropped`.
+    pub fn outcome_count(&self, outcome: &str) -> u64 {
+        self.shared
+            .lock()
+            .per_outcome
+            .get(outcome)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Every outcome and its count.
+    pub fn outcomes(&self) -> BTreeMap<String, u64> {
+        self.shared.lock().per_outcome.clone()
+    }
+
+    /// Every request received, in order.
+    pub fn log(&self) -> Vec<LogEntry> {
+        self.shared.lock().log.clone()
+    }
+
+    /// Total requests received.
+    pub fn total_requests(&self) -> u64 {
+        self.shared.lock().log.len() as u64
+    }
+
+    /// The most requests ever handled at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.shared.lock().max_in_flight
+    }
+
+    /// The most recent request as received.
+    pub fn last_request(&self) -> Option<RecordedRequest> {
+        self.shared.lock().last_request.clone()
+    }
+}
+
+type SimBody = BoxBody<Bytes, Infallible>;
+
+/// An error that makes hyper close the connection without answering.
+#[derive(Debug)]
+struct DropConnection;
+
+impl std::fmt::Display for DropConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("simulated dropped connection")
+    }
+}
+
+impl std::error::Error for DropConnection {}
+
+struct InFlight(Arc<Shared>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut st = self.0.lock();
+        st.in_flight = st.in_flight.saturating_sub(1);
+    }
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<SimBody>, DropConnection> {
+    {
+        let mut st = shared.lock();
+        st.in_flight += 1;
+        st.max_in_flight = st.max_in_flight.max(st.in_flight);
+    }
+    let _in_flight = InFlight(Arc::clone(&shared));
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return Ok(error_response(
+                400,
+                "InvalidParameter",
+                "The request body is too large or unreadable.",
+                None,
+            ));
+        }
+    };
+    let recorded = RecordedRequest {
+        method: parts.method.to_string(),
+        uri: parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_else(|| "/".to_owned()),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+    };
+    let query = parse_query(parts.uri.query().unwrap_or(""));
+    let digest = query
+        .get("Digest")
+        .map(|d| d.strip_prefix("sha256:").unwrap_or(d).to_ascii_lowercase());
+
+    let decision = {
+        let mut st = shared.lock();
+        st.last_request = Some(recorded.clone());
+        let decision = match authenticate(&mut st, &parts.method, &recorded, &query, &body) {
+            Err(rejection) => Decision::Reject(rejection),
+            Ok(()) => match &digest {
+                None => Decision::Reject(Rejection::missing("Digest")),
+                Some(d) => match take_fault(&mut st, d) {
+                    Some(f) => Decision::Fault(f, reply_body(&st.scenario, d)),
+                    None => Decision::Answer(reply_body(&st.scenario, d)),
+                },
+            },
+        };
+        if let Some(d) = &digest {
+            *st.per_digest.entry(d.clone()).or_default() += 1;
+        }
+        let outcome = decision.outcome();
+        *st.per_outcome.entry(outcome.clone()).or_default() += 1;
+        st.log.push(LogEntry {
+            at: Instant::now(),
+            digest: digest.clone(),
+            outcome,
+        });
+        decision
+    };
+
+    match decision {
+        Decision::Reject(r) => Ok(error_response(r.status, r.code, &r.message, None)),
+        Decision::Answer(body) => Ok(json_response(200, body.to_string(), None)),
+        Decision::Fault(fault, body) => {
+            if let Some(d) = fault.delay {
+                tokio::time::sleep(d).await;
+            }
+            let ra = fault.retry_after_ms;
+            Ok(match fault.action {
+                FaultAction::None => json_response(200, body.to_string(), ra),
+                FaultAction::Error {
+                    status,
+                    code,
+                    message,
+                } => error_response(status, &code, &message, ra),
+                FaultAction::Raw { status, body } => json_response(status, body, ra),
+                FaultAction::MalformedJson => json_response(
+                    200,
+                    "{\"RequestId\": \"x\", \"Task\": [{\"Status\": ".into(),
+                    ra,
+                ),
+                FaultAction::Oversized { bytes, chunked } => oversized_response(bytes, chunked),
+                FaultAction::Drop => return Err(DropConnection),
+            })
+        }
+    }
+}
+
+enum Decision {
+    Reject(Rejection),
+    Answer(Value),
+    Fault(Fault, Value),
+}
+
+impl Decision {
+    fn outcome(&self) -> String {
+        match self {
+            Decision::Reject(r) => r.code.to_owned(),
+            Decision::Answer(_) => "ok".to_owned(),
+            Decision::Fault(f, _) => match &f.action {
+                FaultAction::None => "ok".to_owned(),
+                FaultAction::Error { code, .. } => code.clone(),
+                FaultAction::Raw { status, .. } => format!("http_{status}"),
+                FaultAction::MalformedJson => "malformed_json".to_owned(),
+                FaultAction::Oversized { .. } => "oversized".to_owned(),
+                FaultAction::Drop => "dropped".to_owned(),
+            },
+        }
+    }
+}
+
+fn take_fault(st: &mut State, digest: &str) -> Option<Fault> {
+    for scope in [FaultScope::Digest(digest.to_owned()), FaultScope::Global] {
+        let Some(queue) = st.faults.get_mut(&scope) else {
+            continue;
+        };
+        let Some(front) = queue.front_mut() else {
+            continue;
+        };
+        let fault = front.clone();
+        match &mut front.remaining {
+            Some(n) if *n <= 1 => {
+                queue.pop_front();
+            }
+            Some(n) => *n -= 1,
+            None => {}
+        }
+        return Some(fault);
+    }
+    None
+}
+
+fn reply_body(scenario: &Scenario, digest: &str) -> Value {
+    let request_id = uuid::Uuid::new_v4().to_string().to_ascii_uppercase();
+    match scenario.digests.get(digest) {
+        Some(DigestReply::Task(v)) => json!({"RequestId": request_id, "Task": v}),
+        Some(DigestReply::NoTaskKey) => json!({"RequestId": request_id}),
+        None if scenario.synthetic_unknown => {
+            json!({"RequestId": request_id, "Task": [synthetic_task(digest)]})
+        }
+        None => json!({"RequestId": request_id, "Task": []}),
+    }
+}
+
+struct Rejection {
+    status: u16,
+    code: &'static str,
+    message: String,
+}
+
+impl Rejection {
+    fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        Rejection {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn missing(name: &str) -> Self {
+        Rejection::new(
+            400,
+            "MissingParameter",
+            format!(
+                "The input parameter \"{name}\" that is mandatory for processing this request is not supplied."
+            ),
+        )
+    }
+
+    fn mismatch() -> Self {
+        Rejection::new(
+            400,
+            "SignatureDoesNotMatch",
+            "Specified signature is not matched with our calculation.",
+        )
+    }
+
+    fn incomplete() -> Self {
+        Rejection::new(
+            400,
+            "IncompleteSignature",
+            "The request signature does not conform to Aliyun standards.",
+        )
+    }
+}
+
+/// Checks a request as the real service does, in its order: parameters, key, timestamp,
+/// signature, then nonce reuse (a nonce is spent only by a correctly signed request).
+fn authenticate(
+    st: &mut State,
+    method: &Method,
+    req: &RecordedRequest,
+    query: &BTreeMap<String, String>,
+    body: &[u8],
+) -> Result<(), Rejection> {
+    let header = |name: &str| {
+        req.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let v3 = header("authorization").filter(|a| a.starts_with(signing::V3_ALGORITHM));
+    let (auth, timestamp, nonce, token) = match v3 {
+        Some(authorization) => {
+            let auth = parse_v3_authorization(authorization).ok_or_else(Rejection::incomplete)?;
+            for (h, p) in [
+                ("x-acs-action", "Action"),
+                ("x-acs-version", "Version"),
+                ("x-acs-date", "Timestamp"),
+                ("x-acs-signature-nonce", "SignatureNonce"),
+            ] {
+                if header(h).is_none() {
+                    return Err(Rejection::missing(p));
+                }
+            }
+            check_api(header("x-acs-action"), header("x-acs-version"))?;
+            let signed: Vec<&str> = auth.signed_headers.split(';').collect();
+            let unsigned_acs = req
+                .headers
+                .iter()
+                .any(|(k, _)| k.starts_with("x-acs-") && !signed.contains(&k.as_str()));
+            if !signed.contains(&"host") || unsigned_acs {
+                return Err(Rejection::incomplete());
+            }
+            (
+                Auth::V3(auth),
+                header("x-acs-date").unwrap_or_default().to_owned(),
+                header("x-acs-signature-nonce")
+                    .unwrap_or_default()
+                    .to_owned(),
+                header("x-acs-security-token").map(str::to_owned),
+            )
+        }
+        None => {
+            for p in [
+                "AccessKeyId",
+                "Action",
+                "Version",
+                "Timestamp",
+                "SignatureNonce",
+                "SignatureMethod",
+                "SignatureVersion",
+                "Signature",
+            ] {
+                if !query.contains_key(p) {
+                    return Err(Rejection::missing(p));
+                }
+            }
+            check_api(
+                query.get("Action").map(String::as_str),
+                query.get("Version").map(String::as_str),
+            )?;
+            if query.get("SignatureMethod").map(String::as_str) != Some("HMAC-SHA1")
+                || query.get("SignatureVersion").map(String::as_str) != Some("1.0")
+            {
+                return Err(Rejection::new(
+                    400,
+                    "InvalidParameter",
+                    "SignatureMethod must be HMAC-SHA1 and SignatureVersion 1.0.",
+                ));
+            }
+            (
+                Auth::V1,
+                query.get("Timestamp").cloned().unwrap_or_default(),
+                query.get("SignatureNonce").cloned().unwrap_or_default(),
+                query.get("SecurityToken").cloned(),
+            )
+        }
+    };
+
+    let key_id = match &auth {
+        Auth::V3(a) => a.credential.clone(),
+        Auth::V1 => query.get("AccessKeyId").cloned().unwrap_or_default(),
+    };
+    let Some(key) = st.scenario.keys.iter().find(|k| k.id == key_id).cloned() else {
+        return Err(Rejection::new(
+            404,
+            "InvalidAccessKeyId.NotFound",
+            "Specified access key is not found.",
+        ));
+    };
+
+    let Ok(ts) = NaiveDateTime::parse_from_str(&timestamp, "%Y-%m-%dT%H:%M:%SZ") else {
+        return Err(Rejection::new(
+            400,
+            "InvalidTimeStamp.Format",
+            "Specified time stamp or date value is not well formatted.",
+        ));
+    };
+    let skew = (Utc::now() - ts.and_utc()).abs();
+    if skew.to_std().map_or(true, |s| s > TIMESTAMP_WINDOW) {
+        return Err(Rejection::new(
+            400,
+            "InvalidTimeStamp.Expired",
+            "Specified time stamp or date value is expired.",
+        ));
+    }
+
+    let method = method.as_str();
+    let valid = match &auth {
+        Auth::V1 => {
+            let mut params = query.clone();
+            let given = params.remove("Signature").unwrap_or_default();
+            let expected =
+                signing::v1_signature(&key.secret, &signing::v1_string_to_sign(method, &params));
+            given == expected
+        }
+        Auth::V3(a) => {
+            let mut signed = BTreeMap::new();
+            for name in a.signed_headers.split(';') {
+                let Some(v) = header(name) else {
+                    return Err(Rejection::mismatch());
+                };
+                signed.insert(name.to_owned(), v.to_owned());
+            }
+            let payload_hash = header("x-acs-content-sha256").unwrap_or_default();
+            if payload_hash != signing::sha256_hex(body) {
+                return Err(Rejection::mismatch());
+            }
+            let (canonical, _) =
+                signing::v3_canonical_request(method, query, &signed, payload_hash);
+            let expected =
+                signing::v3_signature(&key.secret, &signing::v3_string_to_sign(&canonical));
+            a.signature == expected
+        }
+    };
+    if !valid {
+        return Err(Rejection::mismatch());
+    }
+
+    if key.security_token.is_some() && key.security_token != token {
+        return Err(Rejection::new(
+            400,
+            "InvalidSecurityToken.MismatchWithAccessKey",
+            "The security token does not match the access key.",
+        ));
+    }
+
+    let now = Instant::now();
+    st.nonces
+        .retain(|_, seen| now.duration_since(*seen) < TIMESTAMP_WINDOW * 2);
+    if st.nonces.insert(nonce, now).is_some() {
+        return Err(Rejection::new(
+            400,
+            "SignatureNonceUsed",
+            "Specified signature nonce was used already.",
+        ));
+    }
+    Ok(())
+}
+
+fn check_api(action: Option<&str>, version: Option<&str>) -> Result<(), Rejection> {
+    if action == Some(ACTION) && version == Some(API_VERSION) {
+        Ok(())
+    } else {
+        Err(Rejection::new(
+            404,
+            "InvalidApi.NotFound",
+            "Specified api is not found, please check your url and method.",
+        ))
+    }
+}
+
+enum Auth {
+    V1,
+    V3(V3Auth),
+}
+
+struct V3Auth {
+    credential: String,
+    signed_headers: String,
+    signature: String,
+}
+
+fn parse_v3_authorization(value: &str) -> Option<V3Auth> {
+    let rest = value.strip_prefix(signing::V3_ALGORITHM)?.trim_start();
+    let mut credential = None;
+    let mut signed_headers = None;
+    let mut signature = None;
+    for part in rest.split(',') {
+        let (k, v) = part.trim().split_once('=')?;
+        match k {
+            "Credential" => credential = Some(v.to_owned()),
+            "SignedHeaders" => signed_headers = Some(v.to_owned()),
+            "Signature" => signature = Some(v.to_owned()),
+            _ => return None,
+        }
+    }
+    Some(V3Auth {
+        credential: credential?,
+        signed_headers: signed_headers?,
+        signature: signature?,
+    })
+}
+
+/// Decodes a query string; `+` is a literal plus (the signing rules never produce it for space).
+fn parse_query(q: &str) -> BTreeMap<String, String> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let dec = |s: &str| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            (dec(k), dec(v))
+        })
+        .collect()
+}
+
+fn json_response(status: u16, body: String, retry_after_ms: Option<u64>) -> Response<SimBody> {
+    let mut builder = Response::builder()
+        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header("content-type", "application/json;charset=utf-8");
+    if let Some(ms) = retry_after_ms {
+        builder = builder.header("x-acs-retry-after", ms.to_string());
+    }
+    builder
+        .body(Full::new(Bytes::from(body)).boxed())
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
+}
+
+fn error_response(
+    status: u16,
+    code: &str,
+    message: &str,
+    retry_after_ms: Option<u64>,
+) -> Response<SimBody> {
+    let body = json!({
+        "RequestId": uuid::Uuid::new_v4().to_string().to_ascii_uppercase(),
+        "HostId": "tds.simulator.local",
+        "Code": code,
+        "Message": message,
+        "Recommend": format!("https://api.aliyun.com/troubleshoot?q={code}&product=Sas"),
+    });
+    json_response(status, body.to_string(), retry_after_ms)
+}
+
+fn oversized_response(bytes: usize, chunked: bool) -> Response<SimBody> {
+    let body = RepeatBody {
+        remaining: bytes,
+        announce: !chunked,
+    };
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .body(body.boxed())
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
+}
+
+/// A body of spaces produced 64 KiB at a time, so the simulator itself never holds it whole.
+struct RepeatBody {
+    remaining: usize,
+    announce: bool,
+}
+
+impl Body for RepeatBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        const CHUNK: usize = 64 * 1024;
+        if self.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let n = self.remaining.min(CHUNK);
+        self.remaining -= n;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(vec![b' '; n])))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        if self.announce {
+            http_body::SizeHint::with_exact(self.remaining as u64)
+        } else {
+            http_body::SizeHint::default()
+        }
+    }
+}
