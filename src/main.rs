@@ -5,10 +5,17 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use sas_image_scan_exporter::config::Config;
+use sas_image_scan_exporter::demo::Demo;
+use sas_image_scan_exporter::exporter::{Exporter, Options};
+use sas_image_scan_exporter::logging::{self, LogFormat, LogLevel};
+use sas_image_scan_exporter::{build_info, http};
 
 /// Prometheus exporter for Alibaba Cloud Security Center image scan tasks.
 #[derive(Parser, Debug)]
-#[command(name = "sas-image-scan-exporter", version)]
+#[command(
+    name = "sas-image-scan-exporter",
+    version = build_info::LONG_VERSION,
+)]
 struct Cli {
     /// YAML configuration file.
     #[arg(
@@ -20,18 +27,159 @@ struct Cli {
     /// Parse and validate the configuration, print a summary, and exit.
     #[arg(long = "config.check")]
     config_check: bool,
+    /// Address to listen on; repeat the flag for several.
+    #[arg(
+        long = "web.listen-address",
+        env = "SAS_EXPORTER_WEB_LISTEN_ADDRESS",
+        value_delimiter = ',',
+        default_value = ":9847"
+    )]
+    listen_addresses: Vec<String>,
+    /// Path under which metrics are served.
+    #[arg(
+        long = "web.telemetry-path",
+        env = "SAS_EXPORTER_WEB_TELEMETRY_PATH",
+        default_value = "/metrics"
+    )]
+    telemetry_path: String,
+    /// Log level.
+    #[arg(
+        long = "log.level",
+        env = "SAS_EXPORTER_LOG_LEVEL",
+        value_enum,
+        default_value = "info"
+    )]
+    log_level: LogLevel,
+    /// Log format.
+    #[arg(
+        long = "log.format",
+        env = "SAS_EXPORTER_LOG_FORMAT",
+        value_enum,
+        default_value = "logfmt"
+    )]
+    log_format: LogFormat,
+    /// Run against the built-in Security Center simulator; no account or config needed.
+    #[arg(long = "demo")]
+    demo: bool,
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match Config::load(&cli.config_file) {
-        Ok(config) => {
-            println!("{}", config.summary());
-            ExitCode::SUCCESS
-        }
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
         Err(e) => {
-            eprintln!("{e}");
-            ExitCode::from(1)
+            let _ = e.print();
+            // Help and --version are not errors; bad flags exit 1 as the SPEC says (clap uses 2).
+            return if e.use_stderr() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    if !cli.telemetry_path.starts_with('/')
+        || matches!(cli.telemetry_path.as_str(), "/" | "/-/healthy" | "/-/ready")
+    {
+        eprintln!(
+            "--web.telemetry-path must start with / and not be /, /-/healthy or /-/ready; got {:?}",
+            cli.telemetry_path
+        );
+        return ExitCode::from(1);
+    }
+    if cli.config_check {
+        return match Config::load(&cli.config_file) {
+            Ok(config) => {
+                println!("{}", config.summary());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    if let Err(e) = logging::init(cli.log_level, cli.log_format) {
+        eprintln!("cannot set up logging: {e}");
+        return ExitCode::from(1);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    let mut _demo = None;
+    let config = if cli.demo {
+        let demo = match Demo::start().await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the demo simulator");
+                return ExitCode::from(1);
+            }
+        };
+        tracing::warn!(
+            simulator = %demo.simulator.url(),
+            "DEMO MODE: polling the built-in Security Center simulator with synthetic digests, not a real account"
+        );
+        let config = demo.config();
+        _demo = Some(demo);
+        config
+    } else {
+        match Config::load(&cli.config_file) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(file = %cli.config_file.display(), "invalid configuration");
+                eprintln!("{e}");
+                return ExitCode::from(1);
+            }
+        }
+    };
+
+    let mut listeners = Vec::new();
+    for address in &cli.listen_addresses {
+        match http::bind(address).await {
+            Ok(l) => listeners.push(l),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen");
+                return ExitCode::from(2);
+            }
         }
     }
+
+    let options = Options {
+        telemetry_path: cli.telemetry_path,
+        ..Options::default()
+    };
+    let exporter = match Exporter::start(&config, listeners, options) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            return ExitCode::from(1);
+        }
+    };
+    if let Err(e) = wait_for_signal().await {
+        tracing::error!(error = %e, "cannot wait for signals; shutting down");
+    }
+    tracing::info!("shutting down");
+    exporter.shutdown().await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
 }

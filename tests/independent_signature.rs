@@ -4,6 +4,8 @@
 //! Needs `python3`. Without it the test prints a notice and passes, except under `CI=true`, where a
 //! missing tool fails the run so nothing silently stops being tested.
 
+mod common;
+
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -19,23 +21,6 @@ const VERIFIER: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/support/verify_signature.py"
 );
-
-fn python() -> Option<&'static str> {
-    let found = Command::new("python3")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if found {
-        return Some("python3");
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "python3 is required under CI=true for the independent signature check"
-    );
-    eprintln!("NOTICE: python3 not found; skipping the independent signature check");
-    None
-}
 
 fn verify(python: &str, req: &RecordedRequest, secret: &str) -> String {
     let input = serde_json::json!({
@@ -60,7 +45,10 @@ fn verify(python: &str, req: &RecordedRequest, secret: &str) -> String {
 
 #[tokio::test]
 async fn signatures_verify_with_the_sdk_algorithm() {
-    let Some(python) = python() else { return };
+    if !common::require_tool("python3") {
+        return;
+    }
+    let python = "python3";
     let sim = Simulator::start(Scenario::default())
         .await
         .expect("simulator");

@@ -1,0 +1,378 @@
+//! The HTTP server: `/metrics`, the landing page, health and readiness.
+//!
+//! Every handler reads the published snapshot and returns at once; none of them touches the API.
+//! Header size, header read time and the number of open connections are bounded so that slow or
+//! hostile clients cannot tie the server up.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::build_info;
+use crate::metrics::{Exposition, accepts_gzip, negotiate, state_of};
+use crate::shutdown::Shutdown;
+use crate::state::Store;
+
+/// Most connections served at once; further clients wait in the listen backlog.
+pub const MAX_CONNECTIONS: usize = 256;
+/// A client must send its request headers within this time.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request head accepted (hyper answers 431 beyond it).
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// How long open connections get to finish at shutdown.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// What the handlers serve from.
+#[derive(Debug)]
+pub struct App {
+    /// Encodes `/metrics`.
+    pub exposition: Exposition,
+    /// The published state.
+    pub store: Arc<Store>,
+    /// Path of the metrics endpoint.
+    pub telemetry_path: String,
+}
+
+/// A response body made of shared chunks, sent without copying them.
+#[derive(Debug, Default)]
+pub struct ChunksBody {
+    chunks: VecDeque<Bytes>,
+    remaining: u64,
+}
+
+impl ChunksBody {
+    /// A body of the given chunks in order.
+    pub fn new(chunks: Vec<Bytes>) -> Self {
+        let remaining = chunks.iter().map(|c| c.len() as u64).sum();
+        ChunksBody {
+            chunks: chunks.into(),
+            remaining,
+        }
+    }
+}
+
+impl From<String> for ChunksBody {
+    fn from(s: String) -> Self {
+        ChunksBody::new(vec![Bytes::from(s)])
+    }
+}
+
+impl From<&'static str> for ChunksBody {
+    fn from(s: &'static str) -> Self {
+        ChunksBody::new(vec![Bytes::from_static(s.as_bytes())])
+    }
+}
+
+impl Body for ChunksBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.chunks.pop_front() {
+            Some(chunk) => {
+                self.remaining -= chunk.len() as u64;
+                Poll::Ready(Some(Ok(Frame::data(chunk))))
+            }
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
+/// Parses a Prometheus-style listen address: `:9847` means every interface.
+pub fn parse_listen_address(s: &str) -> Result<Vec<SocketAddr>, String> {
+    if let Some(port) = s.strip_prefix(':') {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("invalid port in listen address {s:?}"))?;
+        return Ok(vec![
+            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)),
+            SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, port)),
+        ]);
+    }
+    use std::net::ToSocketAddrs;
+    s.to_socket_addrs()
+        .map(|a| a.collect())
+        .map_err(|e| format!("invalid listen address {s:?}: {e}"))
+}
+
+/// Binds a listen address. For `:PORT` the dual-stack IPv6 socket is tried first and IPv4 alone
+/// is the fallback on hosts without IPv6.
+pub async fn bind(address: &str) -> Result<TcpListener, String> {
+    let candidates = parse_listen_address(address)?;
+    let mut last_err = None;
+    for addr in candidates {
+        match TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(match last_err {
+        Some(e) => format!("cannot listen on {address}: {e}"),
+        None => format!("listen address {address} resolves to nothing"),
+    })
+}
+
+/// Serves `app` on every listener until `shutdown` fires, then drains connections.
+pub async fn serve(listeners: Vec<TcpListener>, app: Arc<App>, mut shutdown: Shutdown) {
+    let graceful = Arc::new(GracefulShutdown::new());
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut accept_loops = tokio::task::JoinSet::new();
+    for listener in listeners {
+        accept_loops.spawn(accept_loop(
+            listener,
+            Arc::clone(&app),
+            Arc::clone(&graceful),
+            Arc::clone(&limit),
+            shutdown.clone(),
+        ));
+    }
+    shutdown.wait().await;
+    while accept_loops.join_next().await.is_some() {}
+    let Some(graceful) = Arc::into_inner(graceful) else {
+        return;
+    };
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("HTTP connections still open at shutdown were closed");
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    app: Arc<App>,
+    graceful: Arc<GracefulShutdown>,
+    limit: Arc<Semaphore>,
+    mut shutdown: Shutdown,
+) {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES);
+    loop {
+        let permit = tokio::select! {
+            p = Arc::clone(&limit).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = shutdown.wait() => return,
+        };
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Typically EMFILE: pause rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.wait() => return,
+        };
+        let app = Arc::clone(&app);
+        let service = service_fn(move |req| {
+            let app = Arc::clone(&app);
+            async move { Ok::<_, Infallible>(handle(&app, &req)) }
+        });
+        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            // Errors are clients that went away or sent garbage; hyper already answered if it could.
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+}
+
+fn response(status: StatusCode, content_type: &str, body: ChunksBody) -> Response<ChunksBody> {
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    if let Ok(v) = HeaderValue::from_str(content_type) {
+        r.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<ChunksBody> {
+    response(status, "text/plain; charset=utf-8", body.into())
+}
+
+/// Routes one request.
+pub fn handle(app: &App, req: &Request<Incoming>) -> Response<ChunksBody> {
+    let path = req.uri().path();
+    let known = path == app.telemetry_path || matches!(path, "/" | "/-/healthy" | "/-/ready");
+    if !known {
+        return text(StatusCode::NOT_FOUND, "404 page not found\n");
+    }
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+    if path == app.telemetry_path {
+        return metrics(app, header(header::ACCEPT), header(header::ACCEPT_ENCODING));
+    }
+    match path {
+        "/-/healthy" => text(StatusCode::OK, "Healthy.\n"),
+        "/-/ready" if app.store.load().ready => text(StatusCode::OK, "Ready.\n"),
+        "/-/ready" => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Not ready: not every target has been polled yet.\n",
+        ),
+        _ => response(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            landing_page(app).into(),
+        ),
+    }
+}
+
+fn metrics(app: &App, accept: Option<&str>, accept_encoding: Option<&str>) -> Response<ChunksBody> {
+    let format = negotiate(accept);
+    let gzip = accepts_gzip(accept_encoding);
+    match app.exposition.render(format, gzip) {
+        Ok(chunks) => {
+            let mut r = response(
+                StatusCode::OK,
+                format.content_type(),
+                ChunksBody::new(chunks),
+            );
+            if gzip {
+                r.headers_mut()
+                    .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            }
+            r.headers_mut().insert(
+                header::VARY,
+                HeaderValue::from_static("Accept, Accept-Encoding"),
+            );
+            r
+        }
+        Err(_) => {
+            tracing::error!("encoding /metrics failed");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "encoding metrics failed\n",
+            )
+        }
+    }
+}
+
+/// Escapes text for HTML element content and attribute values: the API's strings are untrusted.
+pub fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn format_time(unix: Option<f64>) -> String {
+    unix.and_then(|t| chrono::DateTime::from_timestamp(t as i64, 0))
+        .map_or_else(
+            || "never".to_owned(),
+            |t| t.format("%Y-%m-%d %H:%M:%SZ").to_string(),
+        )
+}
+
+fn landing_page(app: &App) -> String {
+    let snapshot = app.store.load();
+    let path = html_escape(&app.telemetry_path);
+    let mut html = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>SAS image scan exporter</title>\
+         <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}\
+         td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}code{{font-size:90%}}</style></head><body>\
+         <h1>SAS image scan exporter</h1>\
+         <p>Version {} (revision {}). Watches Alibaba Cloud Security Center image scans.</p>\
+         <p><a href=\"{path}\">Metrics</a> · <a href=\"/-/healthy\">Health</a> · <a href=\"/-/ready\">Readiness</a></p>\
+         <h2>Targets ({})</h2><table><thead><tr><th>Digest</th><th>Labels</th><th>Status</th>\
+         <th>Last success</th><th>Last error</th></tr></thead><tbody>\n",
+        html_escape(build_info::VERSION),
+        html_escape(build_info::REVISION),
+        snapshot.targets.len(),
+    );
+    for t in &snapshot.targets {
+        let labels = t
+            .labels
+            .iter()
+            .skip(1)
+            .map(|(k, v)| format!("{}={}", html_escape(k), html_escape(v)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let status = match &t.data {
+            None => "not polled yet".to_owned(),
+            Some(task) => state_of(task.as_ref()).to_owned(),
+        };
+        let _ = writeln!(
+            html,
+            "<tr><td><code>{}</code></td><td>{labels}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            html_escape(&t.digest),
+            html_escape(&status),
+            format_time(t.last_success),
+            html_escape(t.last_error.as_deref().unwrap_or("")),
+        );
+    }
+    html.push_str("</tbody></table></body></html>\n");
+    html
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(parse_listen_address(":9847").map(|a| a.len()), Ok(2));
+        assert_eq!(
+            parse_listen_address("127.0.0.1:80"),
+            Ok(vec![SocketAddr::from(([127, 0, 0, 1], 80))])
+        );
+        assert!(parse_listen_address(":x").is_err());
+        assert!(parse_listen_address("nonsense").is_err());
+    }
+
+    #[test]
+    fn escaping() {
+        assert_eq!(
+            html_escape("<script>\"a\" & 'b'</script>"),
+            "&lt;script&gt;&quot;a&quot; &amp; &#39;b&#39;&lt;/script&gt;"
+        );
+    }
+}

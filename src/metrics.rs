@@ -1,0 +1,616 @@
+//! The `/metrics` exposition: per-digest series from the published snapshot, plus the exporter's
+//! own series.
+//!
+//! The per-digest part is by far the largest and changes only when a poll changes something, so it
+//! is encoded (and gzipped) once per snapshot version and format, then served as shared bytes. Only
+//! the small live part (request counters, process metrics, overdue count) is encoded per scrape; for
+//! gzip it is deflated on its own and spliced after the cached prefix into one valid gzip member.
+
+use std::collections::HashSet;
+use std::io::Write as _;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bytes::Bytes;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, LabelSetEncoder, prometheus_text, text,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::build_info;
+use crate::process::ProcessCollector;
+use crate::scan::{ScanStatus, ScanTask};
+use crate::state::{Snapshot, Store, unix_now};
+
+/// Distinct API error codes kept as label values; later ones are counted as `other`.
+pub const MAX_ERROR_CODES: usize = 64;
+
+/// The exposition format negotiated with the scraper.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Prometheus text format 0.0.4.
+    Text,
+    /// OpenMetrics 1.0.0.
+    OpenMetrics,
+}
+
+impl Format {
+    /// The `Content-Type` to answer with.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => prometheus_text::CONTENT_TYPE,
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Format::Text => 0,
+            Format::OpenMetrics => 1,
+        }
+    }
+}
+
+/// Picks OpenMetrics when the `Accept` header asks for it, else the text format.
+pub fn negotiate(accept: Option<&str>) -> Format {
+    let wants_om = accept.is_some_and(|a| {
+        a.split(',').any(|range| {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or_default();
+            let q_zero = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            media.eq_ignore_ascii_case("application/openmetrics-text") && !q_zero
+        })
+    });
+    if wants_om {
+        Format::OpenMetrics
+    } else {
+        Format::Text
+    }
+}
+
+/// True when `Accept-Encoding` allows gzip (and does not give it q=0).
+pub fn accepts_gzip(accept_encoding: Option<&str>) -> bool {
+    accept_encoding.is_some_and(|a| {
+        a.split(',').any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            let name = parts.next().unwrap_or_default();
+            let q_zero = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && !q_zero
+        })
+    })
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct ActionLabels {
+    action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct ErrorLabels {
+    action: String,
+    code: String,
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+}
+
+/// The exporter's own counters and gauges, updated by the scheduler and the reload logic.
+#[derive(Debug)]
+pub struct ExporterMetrics {
+    requests: Family<ActionLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    durations: Family<ActionLabels, Histogram, fn() -> Histogram>,
+    reload_ok: Gauge,
+    reload_ts: Gauge<f64, std::sync::atomic::AtomicU64>,
+    codes_seen: Mutex<HashSet<String>>,
+}
+
+impl Default for ExporterMetrics {
+    fn default() -> Self {
+        ExporterMetrics {
+            requests: Family::default(),
+            errors: Family::default(),
+            durations: Family::new_with_constructor(duration_histogram),
+            reload_ok: Gauge::default(),
+            reload_ts: Gauge::default(),
+            codes_seen: Mutex::new(HashSet::new()),
+        }
+    }
+}
+
+impl ExporterMetrics {
+    /// Counts one HTTP request sent to the API and how long it took.
+    pub fn observe_request(&self, action: &str, seconds: f64) {
+        let labels = ActionLabels {
+            action: action.to_owned(),
+        };
+        self.requests.get_or_create(&labels).inc();
+        self.durations.get_or_create(&labels).observe(seconds);
+    }
+
+    /// Counts one failed request under its error code (API codes beyond the cap become `other`).
+    pub fn observe_error(&self, action: &str, code: &str) {
+        let code = self.bounded_code(code);
+        self.errors
+            .get_or_create(&ErrorLabels {
+                action: action.to_owned(),
+                code,
+            })
+            .inc();
+    }
+
+    fn bounded_code(&self, code: &str) -> String {
+        if matches!(
+            code,
+            "timeout" | "connect" | "http_5xx" | "invalid_response"
+        ) {
+            return code.to_owned();
+        }
+        let mut seen = self.codes_seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.contains(code) {
+            code.to_owned()
+        } else if seen.len() < MAX_ERROR_CODES {
+            seen.insert(code.to_owned());
+            code.to_owned()
+        } else {
+            "other".to_owned()
+        }
+    }
+
+    /// Records the outcome of a configuration (re)load.
+    pub fn config_loaded(&self, ok: bool) {
+        self.reload_ok.set(i64::from(ok));
+        if ok {
+            self.reload_ts.set(unix_now());
+        }
+    }
+}
+
+/// Encodes `/metrics` bodies, caching the per-digest part per snapshot version.
+#[derive(Debug)]
+pub struct Exposition {
+    store: Arc<Store>,
+    live: Registry,
+    cache: Mutex<Arc<VersionCache>>,
+}
+
+#[derive(Debug, Default)]
+struct VersionCache {
+    version: u64,
+    plain: [OnceLock<Bytes>; 2],
+    gzip: [OnceLock<GzipPrefix>; 2],
+}
+
+impl Exposition {
+    /// Builds the exposition over a store and the exporter's metrics.
+    pub fn new(store: Arc<Store>, metrics: &ExporterMetrics) -> Self {
+        let mut live = Registry::default();
+        live.register(
+            "sas_exporter_api_requests",
+            "HTTP requests sent to the Security Center API, retries included",
+            metrics.requests.clone(),
+        );
+        live.register(
+            "sas_exporter_api_request_errors",
+            "Failed Security Center API requests by error code (the API's Code, or timeout, connect, http_5xx, invalid_response)",
+            metrics.errors.clone(),
+        );
+        live.register(
+            "sas_exporter_api_request_duration_seconds",
+            "Duration of Security Center API requests",
+            metrics.durations.clone(),
+        );
+        live.register(
+            "sas_exporter_config_last_reload_successful",
+            "Whether the last configuration load succeeded",
+            metrics.reload_ok.clone(),
+        );
+        live.register(
+            "sas_exporter_config_last_reload_success_timestamp_seconds",
+            "When the configuration was last loaded successfully",
+            metrics.reload_ts.clone(),
+        );
+        live.register_collector(Box::new(LiveCollector {
+            store: Arc::clone(&store),
+        }));
+        live.register_collector(Box::new(ProcessCollector));
+        Exposition {
+            store,
+            live,
+            cache: Mutex::new(Arc::new(VersionCache::default())),
+        }
+    }
+
+    /// The body for one scrape, as chunks to send in order (no copy of the cached part).
+    pub fn render(&self, format: Format, gzip: bool) -> Result<Vec<Bytes>, std::fmt::Error> {
+        let snapshot = self.store.load();
+        let cache = {
+            let mut guard = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if guard.version != snapshot.version {
+                *guard = Arc::new(VersionCache {
+                    version: snapshot.version,
+                    ..VersionCache::default()
+                });
+            }
+            Arc::clone(&guard)
+        };
+        let i = format.index();
+        let prefix = match cache.plain[i].get() {
+            Some(p) => p.clone(),
+            None => {
+                let encoded = Bytes::from(encode_snapshot(&snapshot, format)?);
+                cache.plain[i].get_or_init(|| encoded).clone()
+            }
+        };
+        let mut live = String::with_capacity(4096);
+        match format {
+            Format::Text => prometheus_text::encode(&mut live, &self.live)?,
+            Format::OpenMetrics => text::encode(&mut live, &self.live)?,
+        }
+        if !gzip {
+            return Ok(vec![prefix, Bytes::from(live)]);
+        }
+        let gz = cache.gzip[i].get_or_init(|| GzipPrefix::new(&prefix));
+        Ok(vec![gz.head.clone(), gz.finish(live.as_bytes())])
+    }
+}
+
+/// Per-scrape exporter series that depend on the snapshot and the clock.
+#[derive(Debug)]
+struct LiveCollector {
+    store: Arc<Store>,
+}
+
+impl Collector for LiveCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let snapshot = self.store.load();
+        let overdue = snapshot.overdue(unix_now()) as i64;
+        encoder
+            .encode_descriptor(
+                "sas_exporter_targets_overdue",
+                "Digests whose last successful refresh is older than twice their refresh interval",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&overdue)
+    }
+}
+
+/// A deflated gzip prefix that ends on a byte boundary with a non-final block, so a separately
+/// deflated tail can follow it in the same member.
+#[derive(Debug)]
+struct GzipPrefix {
+    head: Bytes,
+    crc: crc32fast::Hasher,
+    len: u32,
+}
+
+const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
+
+impl GzipPrefix {
+    fn new(data: &[u8]) -> Self {
+        let mut enc = flate2::write::DeflateEncoder::new(
+            Vec::with_capacity(data.len() / 4 + 64),
+            flate2::Compression::fast(),
+        );
+        let mut out = GZIP_HEADER.to_vec();
+        // Writes to a Vec cannot fail; a sync flush ends the output on a byte boundary without
+        // marking the stream final.
+        if enc.write_all(data).and_then(|()| enc.flush()).is_ok() {
+            out.extend_from_slice(enc.get_ref());
+        }
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(data);
+        GzipPrefix {
+            head: Bytes::from(out),
+            crc,
+            len: data.len() as u32,
+        }
+    }
+
+    /// The rest of the member: `tail` deflated as the final blocks, then CRC-32 and length.
+    fn finish(&self, tail: &[u8]) -> Bytes {
+        let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        // Writing to a Vec cannot fail.
+        let mut out: Vec<u8> = enc
+            .write_all(tail)
+            .and_then(|()| enc.finish())
+            .unwrap_or_default();
+        let mut crc = self.crc.clone();
+        crc.update(tail);
+        out.extend_from_slice(&crc.finalize().to_le_bytes());
+        out.extend_from_slice(&self.len.wrapping_add(tail.len() as u32).to_le_bytes());
+        Bytes::from(out)
+    }
+}
+
+/// The per-digest label set plus metric-specific labels.
+struct Labels<'a> {
+    base: &'a [(String, String)],
+    extra: &'a [(&'static str, &'a str)],
+}
+
+impl EncodeLabelSet for Labels<'_> {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        self.base.encode(encoder)?;
+        self.extra.encode(encoder)
+    }
+}
+
+const REFRESH_NOTE: &str = "refreshed in the background, not at scrape time";
+
+type Value = fn(&ScanTask) -> Option<f64>;
+
+fn ms(v: Option<i64>) -> Option<f64> {
+    v.map(|v| v as f64 / 1000.0)
+}
+
+/// Gauges with one optional value per digest that has a task.
+const TASK_GAUGES: [(&str, &str, Value); 5] = [
+    (
+        "sas_image_scan_duration_seconds",
+        "Duration of the latest scan task in seconds (FinishTime - StartTime), for ended tasks",
+        |t| match (t.status.is_terminal(), t.start_time_ms, t.finish_time_ms) {
+            (true, Some(s), Some(f)) if f >= s => Some((f - s) as f64 / 1000.0),
+            _ => None,
+        },
+    ),
+    (
+        "sas_image_scan_images_finished",
+        "Images finished by the latest scan task (the API's Finish)",
+        |t| t.finish.map(|f| f as f64),
+    ),
+    (
+        "sas_image_scan_start_timestamp_seconds",
+        "When the latest scan task started, Unix seconds",
+        |t| ms(t.start_time_ms),
+    ),
+    (
+        "sas_image_scan_finish_timestamp_seconds",
+        "When the latest scan task finished, Unix seconds (ended tasks only)",
+        |t| {
+            if t.status.is_terminal() {
+                ms(t.finish_time_ms)
+            } else {
+                None
+            }
+        },
+    ),
+    (
+        "sas_image_scan_modified_timestamp_seconds",
+        "When the latest scan task was last modified, Unix seconds",
+        |t| t.modified.map(|m| m.timestamp() as f64),
+    ),
+];
+
+/// Every state of the `sas_image_scan_status` state set, `NONE` first.
+pub const STATUS_STATES: [&str; 9] = [
+    "NONE",
+    "START",
+    "MESSAGE_SEND",
+    "PRE_ANALYZER",
+    "PROCESSING",
+    "SUCCESS",
+    "FAIL",
+    "TIMEOUT",
+    "UNKNOWN",
+];
+
+/// The state-set value of a fetched answer.
+pub fn state_of(task: Option<&ScanTask>) -> &'static str {
+    task.map_or("NONE", |t| t.status.as_str())
+}
+
+#[derive(Debug)]
+struct SnapshotCollector(Arc<Snapshot>);
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let targets = &self.0.targets;
+        let help = format!(
+            "Current state of the digest's latest scan task: 1 for the current state, 0 for the others; NONE = no scan task exists ({REFRESH_NOTE})"
+        );
+        let mut m =
+            encoder.encode_descriptor("sas_image_scan_status", &help, None, MetricType::Gauge)?;
+        for t in targets {
+            let Some(data) = &t.data else { continue };
+            let current = state_of(data.as_ref());
+            for state in STATUS_STATES {
+                let extra = [("status", state)];
+                m.encode_family(&Labels {
+                    base: &t.labels,
+                    extra: &extra,
+                })?
+                .encode_gauge(&i64::from(state == current))?;
+            }
+        }
+
+        let help = format!("Describes the digest's latest scan task; always 1 ({REFRESH_NOTE})");
+        let mut m =
+            encoder.encode_descriptor("sas_image_scan_info", &help, None, MetricType::Gauge)?;
+        for t in targets {
+            let Some(Some(task)) = &t.data else { continue };
+            let id = task.id.map(|i| i.to_string()).unwrap_or_default();
+            let extra = [
+                ("task_id", or_empty(&task.task_id)),
+                ("task_name", or_empty(&task.name)),
+                ("task_type", or_empty(&task.task_type)),
+                ("source", or_empty(&task.source)),
+                ("target_type", or_empty(&task.target_type)),
+                ("raw_status", task.raw_status.as_str()),
+                ("id", id.as_str()),
+            ];
+            m.encode_family(&Labels {
+                base: &t.labels,
+                extra: &extra,
+            })?
+            .encode_gauge(&1i64)?;
+        }
+
+        for (name, help, value) in TASK_GAUGES {
+            let help = format!("{help} ({REFRESH_NOTE})");
+            let mut m = encoder.encode_descriptor(name, &help, None, MetricType::Gauge)?;
+            for t in targets {
+                let Some(Some(task)) = &t.data else { continue };
+                if let Some(v) = value(task) {
+                    m.encode_family(&Labels {
+                        base: &t.labels,
+                        extra: &[],
+                    })?
+                    .encode_gauge(&v)?;
+                }
+            }
+        }
+
+        let mut m = encoder.encode_descriptor(
+            "sas_image_scan_up",
+            "1 if the last poll of this digest succeeded, else 0 (the other series then keep the last good values)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for t in targets {
+            if let Some(up) = t.up {
+                m.encode_family(&Labels {
+                    base: &t.labels,
+                    extra: &[],
+                })?
+                .encode_gauge(&i64::from(up))?;
+            }
+        }
+
+        let mut m = encoder.encode_descriptor(
+            "sas_image_scan_last_success_timestamp_seconds",
+            "When this digest's data was last refreshed successfully, Unix seconds",
+            None,
+            MetricType::Gauge,
+        )?;
+        for t in targets {
+            if let Some(ts) = t.last_success {
+                m.encode_family(&Labels {
+                    base: &t.labels,
+                    extra: &[],
+                })?
+                .encode_gauge(&ts)?;
+            }
+        }
+
+        encoder
+            .encode_descriptor(
+                "sas_exporter_targets",
+                "Digests this instance polls",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&(targets.len() as i64))?;
+
+        let build = [
+            ("version", build_info::VERSION),
+            ("revision", build_info::REVISION),
+            ("rustc_version", build_info::RUSTC_VERSION),
+        ];
+        encoder
+            .encode_descriptor(
+                "sas_exporter_build_info",
+                "Build information; always 1",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_family(&build.as_slice())?
+            .encode_gauge(&1i64)
+    }
+}
+
+fn or_empty(v: &Option<String>) -> &str {
+    v.as_deref().unwrap_or("")
+}
+
+fn encode_snapshot(snapshot: &Arc<Snapshot>, format: Format) -> Result<String, std::fmt::Error> {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(SnapshotCollector(Arc::clone(snapshot))));
+    // About 1.2 KiB per digest in either format.
+    let mut out = String::with_capacity(2048 + snapshot.targets.len() * 1300);
+    match format {
+        Format::Text => prometheus_text::encode(&mut out, &registry)?,
+        Format::OpenMetrics => text::encode_registry(&mut out, &registry)?,
+    }
+    Ok(out)
+}
+
+/// Keeps [`ScanStatus`] and [`STATUS_STATES`] in step.
+const _: () = assert!(STATUS_STATES.len() == ScanStatus::ALL.len() + 1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read as _;
+
+    #[test]
+    fn negotiation() {
+        assert_eq!(negotiate(None), Format::Text);
+        assert_eq!(negotiate(Some("text/plain")), Format::Text);
+        assert_eq!(
+            negotiate(Some(
+                "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+            )),
+            Format::OpenMetrics
+        );
+        assert_eq!(
+            negotiate(Some("application/openmetrics-text;q=0, text/plain")),
+            Format::Text
+        );
+        assert!(accepts_gzip(Some("gzip, deflate")));
+        assert!(accepts_gzip(Some("br;q=1.0, GZIP;q=0.5")));
+        assert!(!accepts_gzip(Some("gzip;q=0")));
+        assert!(!accepts_gzip(Some("identity")));
+        assert!(!accepts_gzip(None));
+    }
+
+    #[test]
+    fn spliced_gzip_is_one_valid_member() {
+        let prefix: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let tail = b"# EOF\nsome tail that is not in the prefix\n";
+        let gz = GzipPrefix::new(&prefix);
+        let mut body = gz.head.to_vec();
+        body.extend_from_slice(&gz.finish(tail));
+        let mut decoded = Vec::new();
+        flate2::read::GzDecoder::new(body.as_slice())
+            .read_to_end(&mut decoded)
+            .expect("valid gzip");
+        let mut expected = prefix.clone();
+        expected.extend_from_slice(tail);
+        assert_eq!(decoded, expected);
+        // A second tail reuses the same prefix.
+        let mut body = gz.head.to_vec();
+        body.extend_from_slice(&gz.finish(b"x"));
+        let mut decoded = Vec::new();
+        flate2::read::GzDecoder::new(body.as_slice())
+            .read_to_end(&mut decoded)
+            .expect("valid gzip");
+        assert_eq!(decoded.len(), prefix.len() + 1);
+    }
+
+    #[test]
+    fn error_codes_are_capped() {
+        let m = ExporterMetrics::default();
+        for i in 0..MAX_ERROR_CODES {
+            assert_eq!(m.bounded_code(&format!("Code{i}")), format!("Code{i}"));
+        }
+        assert_eq!(m.bounded_code("Code0"), "Code0");
+        assert_eq!(m.bounded_code("OneTooMany"), "other");
+        assert_eq!(m.bounded_code("timeout"), "timeout");
+    }
+}

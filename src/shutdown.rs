@@ -1,0 +1,43 @@
+//! A clonable shutdown signal: every background task holds a [`Shutdown`] and stops when the
+//! [`ShutdownTrigger`] fires (SIGTERM/SIGINT in the binary, drop or `trigger` in tests).
+
+use tokio::sync::watch;
+
+/// Fires the shutdown signal.
+#[derive(Debug)]
+pub struct ShutdownTrigger(watch::Sender<bool>);
+
+/// Waits for the shutdown signal.
+#[derive(Clone, Debug)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+/// A connected trigger and signal.
+pub fn channel() -> (ShutdownTrigger, Shutdown) {
+    let (tx, rx) = watch::channel(false);
+    (ShutdownTrigger(tx), Shutdown(rx))
+}
+
+impl ShutdownTrigger {
+    /// Tells every holder of a [`Shutdown`] to stop.
+    pub fn trigger(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// A new signal connected to this trigger.
+    pub fn subscribe(&self) -> Shutdown {
+        Shutdown(self.0.subscribe())
+    }
+}
+
+impl Shutdown {
+    /// True once shutdown was triggered.
+    pub fn is_triggered(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Completes when shutdown is triggered (or the trigger is dropped).
+    pub async fn wait(&mut self) {
+        // An error means the trigger is gone, which also means stop.
+        let _ = self.0.wait_for(|stop| *stop).await;
+    }
+}

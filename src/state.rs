@@ -1,0 +1,174 @@
+//! What the exporter knows about each digest, published as immutable snapshots.
+//!
+//! The scheduler is the only writer; it swaps in a new [`Snapshot`] after every change. Scrapes and
+//! the landing page only ever load the current snapshot, so they never wait for the API and never
+//! see a half-updated set.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use crate::config::Target;
+use crate::scan::ScanTask;
+
+/// Seconds since the Unix epoch, as metrics carry them.
+pub type UnixSeconds = f64;
+
+/// One digest's known state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TargetState {
+    /// Bare lower-case hex digest.
+    pub digest: String,
+    /// `digest` and then the configured labels, sorted by name: the label set of every series.
+    pub labels: Vec<(String, String)>,
+    /// The last successfully fetched answer: `Some(None)` means "the API knows no task".
+    pub data: Option<Option<ScanTask>>,
+    /// When `data` was fetched.
+    pub last_success: Option<UnixSeconds>,
+    /// Whether the most recent poll succeeded; `None` before the first poll ended.
+    pub up: Option<bool>,
+    /// The most recent error, for the landing page.
+    pub last_error: Option<String>,
+    /// The refresh period that applies now (active or ended scan), for the overdue count.
+    pub refresh: Duration,
+}
+
+impl TargetState {
+    /// A target that has not been polled yet.
+    pub fn new(target: &Target, refresh: Duration) -> Self {
+        let mut labels = Vec::with_capacity(target.labels.len() + 1);
+        labels.push(("digest".to_owned(), target.digest.clone()));
+        labels.extend(target.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        TargetState {
+            digest: target.digest.clone(),
+            labels,
+            data: None,
+            last_success: None,
+            up: None,
+            last_error: None,
+            refresh,
+        }
+    }
+
+    /// True once a poll of this digest has ended, successfully or not.
+    pub fn polled(&self) -> bool {
+        self.up.is_some() || self.data.is_some()
+    }
+}
+
+/// An immutable view of every target, as of one moment.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Increases with every published change; encoded output is cached per version.
+    pub version: u64,
+    /// Targets sorted by digest.
+    pub targets: Vec<Arc<TargetState>>,
+    /// When the snapshot's exporter started tracking targets (for the overdue count of digests
+    /// never fetched).
+    pub started_at: UnixSeconds,
+    /// True once every target has been polled (or restored) at least once.
+    pub ready: bool,
+    /// Sorted instants after which each target counts as overdue.
+    overdue_after: Vec<UnixSeconds>,
+}
+
+impl Snapshot {
+    /// Builds a snapshot from the scheduler's map.
+    pub fn new(
+        version: u64,
+        targets: &BTreeMap<String, Arc<TargetState>>,
+        started_at: UnixSeconds,
+    ) -> Self {
+        let targets: Vec<Arc<TargetState>> = targets.values().cloned().collect();
+        let mut overdue_after: Vec<UnixSeconds> = targets
+            .iter()
+            .map(|t| t.last_success.unwrap_or(started_at) + 2.0 * t.refresh.as_secs_f64())
+            .collect();
+        overdue_after.sort_by(f64::total_cmp);
+        Snapshot {
+            version,
+            ready: targets.iter().all(|t| t.polled()),
+            targets,
+            started_at,
+            overdue_after,
+        }
+    }
+
+    /// Targets whose last success is older than twice their refresh interval at `now`.
+    pub fn overdue(&self, now: UnixSeconds) -> usize {
+        self.overdue_after.partition_point(|&t| t < now)
+    }
+}
+
+/// The current snapshot, swapped atomically.
+#[derive(Debug, Default)]
+pub struct Store {
+    current: ArcSwap<Snapshot>,
+}
+
+impl Store {
+    /// The snapshot to read now.
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Replaces the snapshot.
+    pub fn publish(&self, snapshot: Snapshot) {
+        self.current.store(Arc::new(snapshot));
+    }
+}
+
+/// Seconds since the Unix epoch now.
+pub fn unix_now() -> UnixSeconds {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Location;
+
+    fn target(d: char) -> Target {
+        Target {
+            digest: d.to_string().repeat(64),
+            labels: [("team".to_owned(), "x".to_owned())].into(),
+            location: Location {
+                file: "t".into(),
+                line: 1,
+                column: 1,
+            },
+        }
+    }
+
+    #[test]
+    fn overdue_and_ready() {
+        let mut map = BTreeMap::new();
+        let mut a = TargetState::new(&target('a'), Duration::from_secs(10));
+        a.last_success = Some(1000.0);
+        a.up = Some(true);
+        a.data = Some(None);
+        let b = TargetState::new(&target('b'), Duration::from_secs(60));
+        assert_eq!(
+            a.labels,
+            vec![
+                ("digest".to_owned(), "a".repeat(64)),
+                ("team".to_owned(), "x".to_owned())
+            ]
+        );
+        map.insert(a.digest.clone(), Arc::new(a));
+        map.insert(b.digest.clone(), Arc::new(b));
+        let s = Snapshot::new(7, &map, 990.0);
+        assert!(!s.ready);
+        // a: overdue after 1020; b (never fetched): after 990 + 120 = 1110.
+        assert_eq!(s.overdue(1020.0), 0);
+        assert_eq!(s.overdue(1020.5), 1);
+        assert_eq!(s.overdue(1110.5), 2);
+        let store = Store::default();
+        store.publish(s);
+        assert_eq!(store.load().version, 7);
+    }
+}

@@ -1,0 +1,205 @@
+//! The binary as users run it: flags, exit codes, `--config.check`, `--demo`, SIGTERM.
+
+mod common;
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sas-image-scan-exporter");
+
+fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sas-bin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write temp file");
+    path
+}
+
+#[test]
+fn config_check_good_and_bad() {
+    let good = temp_file(
+        "good.yml",
+        "sas:\n  region: cn-hangzhou\ncredentials:\n  access_key_id: ${TEST_AK}\n  access_key_secret: s\ntargets:\n  - digest: sha256:8F0FBDB41D3D1ADE4FFDF21558443F4C03342010563BB8C43CCC09594D50ABCD\n    labels: {team: a}\n",
+    );
+    let out = Command::new(BIN)
+        .args(["--config.check", "--config.file"])
+        .arg(&good)
+        .env("TEST_AK", "LTAItest")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "config OK: 1 target, region cn-hangzhou (https://tds.cn-shanghai.aliyuncs.com), signature v3, interval 10m, active_interval 30s, 5 requests/s\n"
+    );
+
+    let bad = temp_file(
+        "bad.yml",
+        "polling:\n  concurrency: 0\n  surprise: 1\ntargets:\n  - digest: nothex\n",
+    );
+    let out = Command::new(BIN)
+        .args(["--config.check", "--config.file"])
+        .arg(&bad)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let file = bad.display().to_string();
+    assert!(err.starts_with("3 problems in the configuration:"), "{err}");
+    assert!(
+        err.contains(&format!("{file}:2:16: polling.concurrency")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{file}:3:3: unknown key \"surprise\" in polling")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{file}:5:13: targets[0].digest")),
+        "{err}"
+    );
+}
+
+#[test]
+fn flags_and_exit_codes() {
+    let out = Command::new(BIN)
+        .arg("--no-such-flag")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let out = Command::new(BIN).arg("--version").output().expect("run");
+    assert_eq!(out.status.code(), Some(0));
+    let v = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        v.starts_with("sas-image-scan-exporter 0.1.0 (revision "),
+        "{v}"
+    );
+    assert!(v.contains("rustc "), "{v}");
+    let out = Command::new(BIN)
+        .args(["--log.format", "xml"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let out = Command::new(BIN)
+        .args(["--config.file", "/nonexistent/sas.yml"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/sas.yml"));
+}
+
+#[test]
+fn a_taken_port_exits_2() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let out = Command::new(BIN)
+        .args(["--demo", "--web.listen-address", &addr])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serves_live_metrics_and_stops_on_sigterm() {
+    let mut child = Command::new(BIN)
+        .args([
+            "--demo",
+            "--web.listen-address",
+            "127.0.0.1:0",
+            "--log.format",
+            "json",
+        ])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut logs = Vec::new();
+    let port = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the exporter logs its start");
+        let json: serde_json::Value = serde_json::from_str(&line).expect("json log line");
+        logs.push(json.clone());
+        if json["message"] == "exporter started" {
+            let listen = json["listen"].as_str().expect("listen field").to_owned();
+            let port = listen
+                .trim_end_matches(']')
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse::<u16>().ok())
+                .expect("port");
+            break port;
+        }
+    };
+    assert!(
+        logs.iter().any(|l| l["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("DEMO MODE"))),
+        "{logs:?}"
+    );
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = http
+            .get(format!("{base}/-/ready"))
+            .send()
+            .await
+            .expect("ready");
+        if r.status() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "demo never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let body = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body");
+    let samples = common::samples(&body);
+    assert_eq!(samples["sas_exporter_targets"], 12.0);
+    let current: Vec<&String> = samples
+        .iter()
+        .filter(|(k, v)| k.starts_with("sas_image_scan_status{") && **v == 1.0)
+        .map(|(k, _)| k)
+        .collect();
+    // One state per digest that answered; the denied one may be down from its first poll.
+    assert!(current.len() >= 11, "{current:?}");
+    assert!(current.iter().any(|k| k.contains("status=\"NONE\"")));
+    assert!(current.iter().any(|k| k.contains("status=\"UNKNOWN\"")));
+    if common::require_tool("promtool") {
+        assert_eq!(common::promtool_check(&body), "");
+    }
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let code = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s.code();
+        }
+        assert!(Instant::now() < deadline, "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(code, Some(0));
+}

@@ -1,0 +1,187 @@
+//! Helpers shared by the integration tests: configs pointing at the simulator, starting the
+//! exporter on an ephemeral port, scraping over HTTP and reading samples.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::time::{Duration, Instant};
+
+use chrono::FixedOffset;
+use sas_image_scan_exporter::config::{
+    Config, CredentialsConfig, Location, PollingConfig, SasConfig, SignatureVersion, Target,
+};
+use sas_image_scan_exporter::exporter::{Exporter, Options};
+use sas_image_scan_exporter::simulator::{SIM_ACCESS_KEY_ID, SIM_ACCESS_KEY_SECRET, Simulator};
+
+pub fn digest(n: u32) -> String {
+    format!("{n:08x}").repeat(8)
+}
+
+pub fn target(d: &str, team: &str) -> Target {
+    Target {
+        digest: d.to_owned(),
+        labels: [
+            (
+                "image".to_owned(),
+                format!("registry.example.com/app:{team}"),
+            ),
+            ("team".to_owned(), team.to_owned()),
+        ]
+        .into(),
+        location: Location {
+            file: "test".into(),
+            line: 1,
+            column: 1,
+        },
+    }
+}
+
+pub fn config(sim: &Simulator, targets: Vec<Target>, polling: PollingConfig) -> Config {
+    Config {
+        sas: SasConfig {
+            endpoint: Some(sim.url()),
+            signature_version: SignatureVersion::V3,
+            timeout: Duration::from_secs(2),
+            timezone: FixedOffset::east_opt(8 * 3600).expect("offset"),
+            ..SasConfig::default()
+        },
+        credentials: Some(CredentialsConfig {
+            access_key_id: Some(SIM_ACCESS_KEY_ID.into()),
+            access_key_secret: Some(SIM_ACCESS_KEY_SECRET.to_owned().into()),
+            access_key_secret_file: None,
+            security_token: None,
+        }),
+        polling,
+        targets,
+        ..Config::default()
+    }
+}
+
+pub fn polling(interval: u64, active: u64, rps: f64, concurrency: usize) -> PollingConfig {
+    PollingConfig {
+        interval: Duration::from_secs(interval),
+        active_interval: Duration::from_secs(active),
+        concurrency,
+        requests_per_second: rps,
+        max_retries: 3,
+    }
+}
+
+pub async fn start(config: &Config) -> Exporter {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    Exporter::start(config, vec![listener], Options::default()).expect("exporter starts")
+}
+
+pub struct Scrape {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+pub async fn get(exporter: &Exporter, path: &str, headers: &[(&str, &str)]) -> Scrape {
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let mut req = http.get(format!("http://{}{path}", exporter.addrs[0]));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let bytes = resp.bytes().await.expect("body");
+    let body = if headers.get("content-encoding").is_some_and(|v| v == "gzip") {
+        let mut s = String::new();
+        flate2::read::GzDecoder::new(bytes.as_ref())
+            .read_to_string(&mut s)
+            .expect("valid gzip");
+        s
+    } else {
+        String::from_utf8(bytes.to_vec()).expect("utf-8")
+    };
+    Scrape {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Samples by series text (`name{labels}`), values as f64.
+pub fn samples(body: &str) -> BTreeMap<String, f64> {
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').expect("sample line");
+            (
+                series.to_owned(),
+                value.parse::<f64>().expect("numeric value"),
+            )
+        })
+        .collect()
+}
+
+pub fn scan_samples(body: &str) -> BTreeMap<String, f64> {
+    samples(body)
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("sas_image_scan_"))
+        .collect()
+}
+
+pub async fn wait_for<F: Fn() -> bool>(what: &str, f: F) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub async fn wait_ready(exporter: &Exporter) {
+    let store = exporter.store.clone();
+    wait_for("every target polled", || store.load().ready).await;
+}
+
+/// Whether an outside tool is installed. Without it a test prints a notice and skips, except under
+/// `CI=true`, where a missing tool fails the run so nothing silently stops being tested.
+pub fn require_tool(tool: &str) -> bool {
+    let found = std::process::Command::new(tool)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{tool} is required under CI=true (.ci/run installs it)"
+        );
+        eprintln!("NOTICE: {tool} not found; skipping this test");
+    }
+    found
+}
+
+/// Runs `promtool check metrics` on an exposition and returns what it printed (empty = clean).
+pub fn promtool_check(body: &str) -> String {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn promtool");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(body.as_bytes())
+        .expect("write exposition");
+    let out = child.wait_with_output().expect("promtool runs");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
