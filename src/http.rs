@@ -178,7 +178,10 @@ async fn accept_loop(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(MAX_HEADER_BYTES);
+        .max_buf_size(MAX_HEADER_BYTES)
+        // Queue the cached body chunks for vectored writes instead of copying megabytes into
+        // hyper's write buffer on every scrape.
+        .writev(true);
     loop {
         let permit = tokio::select! {
             p = Arc::clone(&limit).acquire_owned() => match p {
@@ -199,6 +202,9 @@ async fn accept_loop(
             },
             _ = shutdown.wait() => return,
         };
+        // As Go's net/http does: the tail of a response goes out at once instead of waiting for
+        // the client's ACK of the previous segment.
+        let _ = stream.set_nodelay(true);
         let app = Arc::clone(&app);
         let service = service_fn(move |req| {
             let app = Arc::clone(&app);

@@ -8,6 +8,7 @@
 
 use std::collections::HashSet;
 use std::io::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
@@ -186,6 +187,7 @@ pub struct Exposition {
     store: Arc<Store>,
     live: Registry,
     cache: Mutex<Arc<VersionCache>>,
+    last_len: [AtomicUsize; 2],
 }
 
 #[derive(Debug, Default)]
@@ -232,6 +234,7 @@ impl Exposition {
             store,
             live,
             cache: Mutex::new(Arc::new(VersionCache::default())),
+            last_len: [AtomicUsize::new(0), AtomicUsize::new(0)],
         }
     }
 
@@ -252,7 +255,9 @@ impl Exposition {
         let prefix = match cache.plain[i].get() {
             Some(p) => p.clone(),
             None => {
-                let encoded = Bytes::from(encode_snapshot(&snapshot, format)?);
+                let encoded = encode_snapshot(&snapshot, format, self.last_len[i].load(Relaxed))?;
+                self.last_len[i].store(encoded.len(), Relaxed);
+                let encoded = Bytes::from(encoded);
                 cache.plain[i].get_or_init(|| encoded).clone()
             }
         };
@@ -538,15 +543,28 @@ fn or_empty(v: &Option<String>) -> &str {
     v.as_deref().unwrap_or("")
 }
 
-fn encode_snapshot(snapshot: &Arc<Snapshot>, format: Format) -> Result<String, std::fmt::Error> {
+/// Encodes the per-digest part. `previous_len` (the last encoding's size) sizes the buffer so the
+/// body is built without doubling reallocations, which at 10 000 digests would leave tens of MiB
+/// of slack in the cached body.
+fn encode_snapshot(
+    snapshot: &Arc<Snapshot>,
+    format: Format,
+    previous_len: usize,
+) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(SnapshotCollector(Arc::clone(snapshot))));
-    // About 1.2 KiB per digest in either format.
-    let mut out = String::with_capacity(2048 + snapshot.targets.len() * 1300);
+    let estimate = if previous_len > 0 {
+        previous_len + previous_len / 16
+    } else {
+        // About 3.3 KiB per digest with two short labels.
+        4096 + snapshot.targets.len() * 3500
+    };
+    let mut out = String::with_capacity(estimate);
     match format {
         Format::Text => prometheus_text::encode(&mut out, &registry)?,
         Format::OpenMetrics => text::encode_registry(&mut out, &registry)?,
     }
+    out.shrink_to_fit();
     Ok(out)
 }
 

@@ -152,9 +152,14 @@ mod imp {
             )?;
         }
         if let Some(stat) = stat {
-            let btime = fs::read_to_string("/proc/stat")
-                .ok()
-                .and_then(|s| parse_btime(&s));
+            // The boot time never changes, and /proc/stat is long (a line per CPU and interrupt
+            // counters), so it is read once rather than on every scrape.
+            static BTIME: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+            let btime = *BTIME.get_or_init(|| {
+                fs::read_to_string("/proc/stat")
+                    .ok()
+                    .and_then(|s| parse_btime(&s))
+            });
             if let Some(btime) = btime {
                 gauge(
                     &mut encoder,
