@@ -290,7 +290,14 @@ impl SasClient {
         let response = request.send().await.map_err(|e| self.transport_error(e))?;
         let status = response.status().as_u16();
         let retry_after = retry_after(response.headers());
-        let body = self.read_capped(response).await?;
+        let body = read_body_capped(response, MAX_BODY_BYTES)
+            .await
+            .map_err(|e| match e {
+                CappedReadError::TooLarge => ApiError::BodyTooLarge {
+                    limit: MAX_BODY_BYTES,
+                },
+                CappedReadError::Transport(e) => self.transport_error(e),
+            })?;
         if (200..300).contains(&status) {
             return parse_response(&body, self.options.timezone)
                 .map_err(|e| ApiError::InvalidResponse(e.0));
@@ -298,42 +305,53 @@ impl SasClient {
         Err(error_from_body(status, &body, retry_after))
     }
 
-    async fn read_capped(&self, mut response: reqwest::Response) -> Result<Vec<u8>, ApiError> {
-        let too_large = ApiError::BodyTooLarge {
-            limit: MAX_BODY_BYTES,
-        };
-        let declared = response.content_length().unwrap_or(0);
-        if declared > MAX_BODY_BYTES as u64 {
-            return Err(too_large);
-        }
-        let mut body = Vec::with_capacity(declared as usize);
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| self.transport_error(e))?
-        {
-            if body.len() + chunk.len() > MAX_BODY_BYTES {
-                return Err(too_large);
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
-    }
-
     fn transport_error(&self, e: reqwest::Error) -> ApiError {
         if e.is_timeout() {
             ApiError::Timeout(self.options.timeout)
         } else {
-            // Walk to the innermost cause: reqwest's top-level text only says "error sending request".
-            let mut msg = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                msg = format!("{msg}: {s}");
-                source = s.source();
-            }
-            ApiError::Connect(msg)
+            ApiError::Connect(error_chain(&e))
         }
     }
+}
+
+/// An error with all its causes: reqwest's top-level text alone only says "error sending request".
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        msg = format!("{msg}: {s}");
+        source = s.source();
+    }
+    msg
+}
+
+/// Why a capped body read failed.
+#[derive(Debug)]
+pub enum CappedReadError {
+    /// The body is larger than the cap.
+    TooLarge,
+    /// The connection failed or timed out while reading.
+    Transport(reqwest::Error),
+}
+
+/// Reads a response body, failing as soon as it would exceed `cap` bytes: a hostile or broken
+/// server cannot make us allocate more than the cap.
+pub async fn read_body_capped(
+    mut response: reqwest::Response,
+    cap: usize,
+) -> Result<Vec<u8>, CappedReadError> {
+    let declared = response.content_length().unwrap_or(0);
+    if declared > cap as u64 {
+        return Err(CappedReadError::TooLarge);
+    }
+    let mut body = Vec::with_capacity(declared as usize);
+    while let Some(chunk) = response.chunk().await.map_err(CappedReadError::Transport)? {
+        if body.len() + chunk.len() > cap {
+            return Err(CappedReadError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// True for `localhost` and loopback IP literals (brackets around IPv6 allowed).

@@ -51,7 +51,18 @@ const CREDENTIALS_KEYS: &[&str] = &[
     "access_key_secret",
     "access_key_secret_file",
     "security_token",
+    "profile",
+    "ram_role_arn",
+    "role_session_name",
+    "external_id",
+    "policy",
+    "duration",
+    "ecs_ram_role",
+    "oidc",
+    "sts_endpoint",
+    "metadata_endpoint",
 ];
+const OIDC_KEYS: &[&str] = &["role_arn", "provider_arn", "token_file"];
 const POLLING_KEYS: &[&str] = &[
     "interval",
     "active_interval",
@@ -78,6 +89,10 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 const MIN_INTERVAL: Duration = Duration::from_secs(1);
 // humantime accepts nanoseconds; a sub-millisecond HTTP timeout can only be a typo.
 const MIN_TIMEOUT: Duration = Duration::from_millis(1);
+
+// STS's own bounds for DurationSeconds.
+const MIN_ROLE_DURATION: Duration = Duration::from_secs(15 * 60);
+const MAX_ROLE_DURATION: Duration = Duration::from_secs(12 * 3600);
 
 const MAINLAND_HOST: &str = "tds.cn-shanghai.aliyuncs.com";
 const INTERNATIONAL_HOST: &str = "tds.ap-southeast-1.aliyuncs.com";
@@ -146,7 +161,11 @@ impl fmt::Display for SignatureVersion {
 }
 
 /// The `credentials` section; secrets are wrapped so `Debug` and logs cannot leak them.
-#[derive(Clone, Debug)]
+///
+/// At most one source is set: static keys (`access_key_id`), `profile`, `ecs_ram_role` or
+/// `oidc`. `ram_role_arn` assumes a role on top of the static keys, or on top of the default
+/// chain when it stands alone. With no source and no role, the default chain is used.
+#[derive(Clone, Debug, Default)]
 pub struct CredentialsConfig {
     /// AccessKey id (not secret, but useless alone).
     pub access_key_id: Option<String>,
@@ -156,6 +175,37 @@ pub struct CredentialsConfig {
     pub access_key_secret_file: Option<PathBuf>,
     /// STS token for temporary credentials.
     pub security_token: Option<SecretString>,
+    /// A profile of the Alibaba Cloud CLI config or of the INI credentials file.
+    pub profile: Option<String>,
+    /// Role to assume with STS AssumeRole.
+    pub ram_role_arn: Option<String>,
+    /// Session name for AssumeRole or AssumeRoleWithOIDC.
+    pub role_session_name: Option<String>,
+    /// AssumeRole `ExternalId`.
+    pub external_id: Option<String>,
+    /// AssumeRole `Policy`, a JSON object kept as written.
+    pub policy: Option<String>,
+    /// Lifetime of the assumed role's credentials, 15m to 12h.
+    pub duration: Option<Duration>,
+    /// ECS instance RAM role; `Some("")` means "ask the metadata service for the role name".
+    pub ecs_ram_role: Option<String>,
+    /// AssumeRoleWithOIDC (RRSA on Kubernetes).
+    pub oidc: Option<OidcConfig>,
+    /// STS endpoint override, normalised like `sas.endpoint`; the default chain uses it too.
+    pub sts_endpoint: Option<String>,
+    /// ECS metadata service override, normalised like `sas.endpoint`; the default chain uses it too.
+    pub metadata_endpoint: Option<String>,
+}
+
+/// The `credentials.oidc` mapping; every key is required.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OidcConfig {
+    /// The RAM role to assume.
+    pub role_arn: String,
+    /// The OIDC identity provider registered in RAM.
+    pub provider_arn: String,
+    /// File holding the OIDC token, re-read on every refresh.
+    pub token_file: PathBuf,
 }
 
 /// The `polling` section.
@@ -286,7 +336,7 @@ impl Config {
     pub fn summary(&self) -> String {
         let n = self.targets.len();
         format!(
-            "config OK: {n} target{}, region {} ({}), signature {}, interval {}, active_interval {}, {} requests/s",
+            "config OK: {n} target{}, region {} ({}), signature {}, interval {}, active_interval {}, {} requests/s, credentials {}",
             if n == 1 { "" } else { "s" },
             self.sas.region,
             self.sas.endpoint_url(),
@@ -294,7 +344,32 @@ impl Config {
             humantime::format_duration(self.polling.interval),
             humantime::format_duration(self.polling.active_interval),
             self.polling.requests_per_second,
+            credentials_source(self.credentials.as_ref()),
         )
+    }
+}
+
+/// How the summary names the configured credentials source.
+fn credentials_source(c: Option<&CredentialsConfig>) -> String {
+    let Some(c) = c else {
+        return "default chain".to_owned();
+    };
+    if let Some(arn) = &c.ram_role_arn {
+        format!("ram role {arn}")
+    } else if c.access_key_id.is_some() {
+        "static".to_owned()
+    } else if let Some(profile) = &c.profile {
+        format!("profile {profile}")
+    } else if let Some(role) = &c.ecs_ram_role {
+        if role.is_empty() {
+            "ecs role (discovered)".to_owned()
+        } else {
+            format!("ecs role {role}")
+        }
+    } else if c.oidc.is_some() {
+        "oidc".to_owned()
+    } else {
+        "default chain".to_owned()
     }
 }
 
@@ -455,6 +530,52 @@ impl<T> Field<Option<T>> {
     }
 }
 
+/// Whether the operator wrote a value, valid or not (an empty string counts as absent).
+trait Given {
+    fn given(&self) -> bool;
+}
+
+impl<T> Given for Field<Option<T>> {
+    fn given(&self) -> bool {
+        matches!(self, Field::Set(Some(_), _) | Field::Invalid)
+    }
+}
+
+impl Given for Field<String> {
+    fn given(&self) -> bool {
+        !matches!(self, Field::Absent)
+    }
+}
+
+impl Given for Field<OidcConfig> {
+    fn given(&self) -> bool {
+        !matches!(self, Field::Absent)
+    }
+}
+
+/// Every `credentials` key as read, before the cross-field rules.
+struct CredentialFields {
+    id: Field<Option<String>>,
+    secret: Field<Option<String>>,
+    file: Field<Option<String>>,
+    token: Field<Option<String>>,
+    profile: Field<Option<String>>,
+    role_arn: Field<Option<String>>,
+    session: Field<Option<String>>,
+    external_id: Field<Option<String>>,
+    policy: Field<Option<String>>,
+    duration: Field<Option<Duration>>,
+    /// Never `Set` to "absent": an empty value means "discover the role name".
+    ecs: Field<String>,
+    oidc: Field<OidcConfig>,
+    sts: Field<Option<String>>,
+    metadata: Field<Option<String>>,
+}
+
+fn position(span: &Span) -> (usize, usize) {
+    span.start().map_or((0, 0), |m| (m.line(), m.column()))
+}
+
 type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 struct Decoder<'a> {
@@ -475,7 +596,7 @@ impl<'a> Decoder<'a> {
     }
 
     fn location(&self, span: &Span) -> Location {
-        let (line, column) = span.start().map_or((0, 0), |m| (m.line(), m.column()));
+        let (line, column) = position(span);
         Location {
             file: self.file.to_owned(),
             line,
@@ -632,35 +753,248 @@ impl<'a> Decoder<'a> {
         };
         self.check_keys(m, p, CREDENTIALS_KEYS);
         let string = optional(|s| Ok(s.to_owned()));
-        let id = self.value(m, "access_key_id", p, &string);
-        let secret = self.value(m, "access_key_secret", p, &string);
-        let file = self.value(m, "access_key_secret_file", p, &string);
-        let token = self.value(m, "security_token", p, &string);
+        let f = CredentialFields {
+            id: self.value(m, "access_key_id", p, &string),
+            secret: self.value(m, "access_key_secret", p, &string),
+            file: self.value(m, "access_key_secret_file", p, &string),
+            token: self.value(m, "security_token", p, &string),
+            profile: self.value(m, "profile", p, &string),
+            role_arn: self.value(m, "ram_role_arn", p, optional(parse_role_arn)),
+            session: self.value(m, "role_session_name", p, optional(parse_session_name)),
+            external_id: self.value(m, "external_id", p, &string),
+            policy: self.policy(m, p),
+            duration: self.value(
+                m,
+                "duration",
+                p,
+                optional(duration_in(MIN_ROLE_DURATION, Some(MAX_ROLE_DURATION))),
+            ),
+            ecs: self.ecs_ram_role(m, p),
+            oidc: match entry(m, "oidc") {
+                Some((key, node)) => self.oidc(key.span(), node, &join(p, "oidc")),
+                None => Field::Absent,
+            },
+            sts: self.value(m, "sts_endpoint", p, optional(parse_endpoint)),
+            metadata: self.value(m, "metadata_endpoint", p, optional(parse_metadata_endpoint)),
+        };
         if let Some(Node::Scalar(s)) = m.get_node("access_key_secret") {
             // Only a secret typed into the file makes the file itself sensitive.
             self.literal_secret |=
                 !s.as_str().is_empty() && !is_null(s) && !s.as_str().contains("${");
         }
-        let fields = [&id, &secret, &file, &token];
-        if !fields.iter().any(|f| matches!(f, Field::Invalid)) {
-            self.check_credentials(key, &id, &secret, &file, &token);
-        }
+        self.check_credentials(key, m, &f);
         Some(CredentialsConfig {
-            access_key_id: id.or(None),
-            access_key_secret: secret.or(None).map(SecretString::from),
-            access_key_secret_file: file.or(None).map(PathBuf::from),
-            security_token: token.or(None).map(SecretString::from),
+            access_key_id: f.id.or(None),
+            access_key_secret: f.secret.or(None).map(SecretString::from),
+            access_key_secret_file: f.file.or(None).map(PathBuf::from),
+            security_token: f.token.or(None).map(SecretString::from),
+            profile: f.profile.or(None),
+            ram_role_arn: f.role_arn.or(None),
+            role_session_name: f.session.or(None),
+            external_id: f.external_id.or(None),
+            policy: f.policy.or(None),
+            duration: f.duration.or(None),
+            ecs_ram_role: match f.ecs {
+                Field::Set(role, _) => Some(role),
+                _ => None,
+            },
+            oidc: match f.oidc {
+                Field::Set(oidc, _) => Some(oidc),
+                _ => None,
+            },
+            sts_endpoint: f.sts.or(None),
+            metadata_endpoint: f.metadata.or(None),
         })
     }
 
-    fn check_credentials(
-        &mut self,
-        key: &Span,
-        id: &Field<Option<String>>,
-        secret: &Field<Option<String>>,
-        file: &Field<Option<String>>,
-        token: &Field<Option<String>>,
-    ) {
+    /// `credentials.policy`: a JSON object, kept as written since STS takes it as a string.
+    fn policy(&mut self, m: &MarkedMappingNode, p: &str) -> Field<Option<String>> {
+        if let Some(node @ (Node::Mapping(_) | Node::Sequence(_))) = m.get_node("policy") {
+            // Unquoted `{"Version": ...}` is a YAML flow mapping, which reads as JSON to the eye.
+            self.report(
+                node.span(),
+                format!(
+                    "{}: expected the policy document as a JSON string; quote it, e.g. policy: '{{\"Version\": \"1\", \"Statement\": [...]}}'",
+                    join(p, "policy")
+                ),
+            );
+            return Field::Invalid;
+        }
+        self.value(m, "policy", p, optional(parse_policy))
+    }
+
+    /// `credentials.ecs_ram_role`, where an empty value is meaningful: unlike every other key, a
+    /// bare `ecs_ram_role:` (null) or `ecs_ram_role: ""` yields `Some("")`, "discover the role
+    /// name from the metadata service", since there is no other way to spell that.
+    fn ecs_ram_role(&mut self, m: &MarkedMappingNode, p: &str) -> Field<String> {
+        let Some(node) = m.get_node("ecs_ram_role") else {
+            return Field::Absent;
+        };
+        let path = join(p, "ecs_ram_role");
+        match self.text(node, &path) {
+            Field::Absent => Field::Set(String::new(), *node.span()),
+            Field::Set(role, span) => match parse_ecs_role(&role) {
+                Ok(()) => Field::Set(role, span),
+                Err(why) => {
+                    self.report(&span, format!("{path}: {why}"));
+                    Field::Invalid
+                }
+            },
+            Field::Invalid => Field::Invalid,
+        }
+    }
+
+    /// `credentials.oidc`, a mapping of three required keys; `key` is where `oidc:` is written.
+    fn oidc(&mut self, key: &Span, node: &Node, path: &str) -> Field<OidcConfig> {
+        let m = match self.mapping(node, path) {
+            Field::Set(m, _) => m,
+            Field::Absent => {
+                self.report(
+                    key,
+                    format!(
+                        "{path}: expected a mapping with role_arn, provider_arn and token_file, got an empty value"
+                    ),
+                );
+                return Field::Invalid;
+            }
+            Field::Invalid => return Field::Invalid,
+        };
+        self.check_keys(m, path, OIDC_KEYS);
+        let role_arn = self.value(m, "role_arn", path, optional(parse_role_arn));
+        let provider_arn = self.value(m, "provider_arn", path, optional(parse_provider_arn));
+        let token_file = self.value(m, "token_file", path, optional(|s| Ok(PathBuf::from(s))));
+        for (name, set, what) in [
+            (
+                "role_arn",
+                role_arn.given(),
+                "the RAM role to assume, acs:ram::ACCOUNT:role/NAME",
+            ),
+            (
+                "provider_arn",
+                provider_arn.given(),
+                "the OIDC provider registered in RAM, acs:ram::ACCOUNT:oidc-provider/NAME",
+            ),
+            (
+                "token_file",
+                token_file.given(),
+                "the file holding the OIDC token, such as a projected service account token",
+            ),
+        ] {
+            if !set {
+                self.report(key, format!("{path}: {name} is required ({what})"));
+            }
+        }
+        match (role_arn, provider_arn, token_file) {
+            (
+                Field::Set(Some(role_arn), _),
+                Field::Set(Some(provider_arn), _),
+                Field::Set(Some(token_file), _),
+            ) => Field::Set(
+                OidcConfig {
+                    role_arn,
+                    provider_arn,
+                    token_file,
+                },
+                *key,
+            ),
+            _ => Field::Invalid,
+        }
+    }
+
+    /// Cross-field rules. A value already reported as invalid still counts as given (it can be
+    /// ambiguous with another source, and it satisfies what needs it), but it is not itself told
+    /// that it needs something else, so one mistake yields one problem.
+    fn check_credentials(&mut self, key: &Span, m: &MarkedMappingNode, f: &CredentialFields) {
+        let statics = [&f.id, &f.secret, &f.file, &f.token];
+        if !statics.iter().any(|f| matches!(f, Field::Invalid)) {
+            self.check_static_keys(f);
+        }
+
+        let anything = [
+            &f.id,
+            &f.secret,
+            &f.file,
+            &f.token,
+            &f.profile,
+            &f.role_arn,
+            &f.session,
+            &f.external_id,
+            &f.policy,
+            &f.sts,
+            &f.metadata,
+        ]
+        .iter()
+        .any(|f| f.given())
+            || f.duration.given()
+            || f.ecs.given()
+            || f.oidc.given();
+        if !anything {
+            self.report(
+                key,
+                "credentials: no credentials given; set access_key_id with access_key_secret_file, profile, ram_role_arn, ecs_ram_role or oidc, or remove the section to use the default credential chain".to_owned(),
+            );
+        }
+
+        // Sources in file order; each conflicting one is reported once, against the first it clashes with.
+        let key_at = |name: &str| entry(m, name).map(|(k, _)| *k.span());
+        let mut sources: Vec<(&str, Span)> = [
+            ("access_key_id", f.id.given()),
+            ("profile", f.profile.given()),
+            ("ecs_ram_role", f.ecs.given()),
+            ("oidc", f.oidc.given()),
+            ("ram_role_arn", f.role_arn.given()),
+        ]
+        .into_iter()
+        .filter(|(_, given)| *given)
+        .filter_map(|(name, _)| key_at(name).map(|at| (name, at)))
+        .collect();
+        sources.sort_by_key(|(_, at)| position(at));
+        for (j, (later, at)) in sources.iter().enumerate() {
+            // ram_role_arn is a modifier of static keys, not a rival source.
+            let clash = sources[..j].iter().find(|(earlier, _)| {
+                !matches!(
+                    (*earlier, *later),
+                    ("access_key_id", "ram_role_arn") | ("ram_role_arn", "access_key_id")
+                )
+            });
+            if let Some((earlier, _)) = clash {
+                self.report(
+                    at,
+                    format!(
+                        "credentials: ambiguous: both {earlier} and {later} are given; choose one source"
+                    ),
+                );
+            }
+        }
+
+        let role = f.role_arn.given();
+        let oidc = f.oidc.given();
+        if let (Some(at), false) = (f.session.present(), role || oidc) {
+            self.report(
+                &at,
+                "credentials: role_session_name is set but neither ram_role_arn nor oidc is; it names the session of an assumed role, so set one of them or remove it".to_owned(),
+            );
+        }
+        if let (Some(at), false) = (f.duration.present(), role || oidc) {
+            self.report(
+                &at,
+                "credentials: duration is set but neither ram_role_arn nor oidc is; it is the lifetime of an assumed role's credentials, so set one of them or remove it".to_owned(),
+            );
+        }
+        for (name, field) in [("external_id", &f.external_id), ("policy", &f.policy)] {
+            if let (Some(at), false) = (field.present(), role) {
+                self.report(
+                    &at,
+                    format!(
+                        "credentials: {name} is set but ram_role_arn is not; it only applies to AssumeRole, so set ram_role_arn or remove it"
+                    ),
+                );
+            }
+        }
+    }
+
+    fn check_static_keys(&mut self, f: &CredentialFields) {
+        let (id, secret, file, token) = (&f.id, &f.secret, &f.file, &f.token);
         if let (Some(at), Some(_)) = (secret.present(), file.present()) {
             self.report(
                 &at,
@@ -680,16 +1014,14 @@ impl<'a> Decoder<'a> {
                 &at,
                 format!("credentials: {name} is set but access_key_id is not; set access_key_id too"),
             ),
-            (None, None) => match token.present() {
-                Some(at) => self.report(
-                    &at,
-                    "credentials: security_token is set but access_key_id and access_key_secret are not; an STS token needs both".to_owned(),
-                ),
-                None => self.report(
-                    key,
-                    "credentials: no credentials given; set access_key_id with access_key_secret_file, or remove the section to use the default credential chain".to_owned(),
-                ),
-            },
+            (None, None) => {
+                if let Some(at) = token.present() {
+                    self.report(
+                        &at,
+                        "credentials: security_token is set but access_key_id and access_key_secret are not; an STS token needs both".to_owned(),
+                    );
+                }
+            }
             (Some(_), Some(_)) => {}
         }
     }
@@ -1132,11 +1464,102 @@ fn parse_timezone(s: &str) -> Result<FixedOffset, String> {
     }
 }
 
+fn parse_role_arn(s: &str) -> Result<String, String> {
+    parse_arn(
+        s,
+        "role",
+        "a RAM role ARN such as acs:ram::123456789012:role/exporter",
+    )
+}
+
+fn parse_provider_arn(s: &str) -> Result<String, String> {
+    parse_arn(
+        s,
+        "oidc-provider",
+        "an OIDC provider ARN such as acs:ram::123456789012:oidc-provider/ack-rrsa",
+    )
+}
+
+/// A RAM ARN `acs:ram::ACCOUNT:KIND/NAME`, checked only as far as STS would reject it.
+fn parse_arn(s: &str, kind: &str, expected: &str) -> Result<String, String> {
+    let named = s
+        .strip_prefix("acs:ram::")
+        .and_then(|rest| rest.split_once(&format!(":{kind}/")))
+        .is_some_and(|(_, name)| !name.is_empty());
+    if named {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("expected {expected}, got {s:?}"))
+    }
+}
+
+/// STS's rule for RoleSessionName.
+fn parse_session_name(s: &str) -> Result<String, String> {
+    let ok = (2..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'-'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "expected 2 to 64 characters among letters, digits, '.', '_', '@' and '-', got {s:?}"
+        ))
+    }
+}
+
+/// A RAM policy document: it must be a JSON object, kept as written.
+fn parse_policy(s: &str) -> Result<String, String> {
+    let expected = "expected a JSON object such as {\"Version\": \"1\", \"Statement\": [...]}";
+    match serde_json::from_str::<serde_json::Value>(s) {
+        Ok(serde_json::Value::Object(_)) => Ok(s.to_owned()),
+        Ok(other) => {
+            let kind = match other {
+                serde_json::Value::Null => "null",
+                serde_json::Value::Bool(_) => "a boolean",
+                serde_json::Value::Number(_) => "a number",
+                serde_json::Value::String(_) => "a string",
+                serde_json::Value::Array(_) => "an array",
+                serde_json::Value::Object(_) => "an object",
+            };
+            Err(format!("{expected}, got {kind}"))
+        }
+        Err(e) => Err(format!("{expected}, but it is not valid JSON: {e}")),
+    }
+}
+
+/// A RAM role name; it goes into the metadata URL path, so nothing else may slip in.
+fn parse_ecs_role(s: &str) -> Result<(), String> {
+    let ok = s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && !s.bytes().all(|b| b == b'.');
+    if ok || s.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "expected a RAM role name (up to 64 letters, digits, '.', '_' and '-'), or \"\" to discover it, got {s:?}"
+        ))
+    }
+}
+
 /// Checks an endpoint override by hand (no URL crate) and returns it as `scheme://host[:port]`.
 fn parse_endpoint(s: &str) -> Result<String, String> {
+    parse_url(
+        s,
+        "https://host[:port] (http:// only for a loopback host)",
+        false,
+    )
+}
+
+/// Like [`parse_endpoint`], but plain http is fine: the metadata service speaks nothing else.
+fn parse_metadata_endpoint(s: &str) -> Result<String, String> {
+    parse_url(s, "http://host[:port] or https://host[:port]", true)
+}
+
+fn parse_url(s: &str, expected: &str, http_anywhere: bool) -> Result<String, String> {
     let fail = |why: &str| {
         Err(format!(
-            "expected an absolute URL https://host[:port] (http:// only for a loopback host), got {s:?}: {why}"
+            "expected an absolute URL {expected}, got {s:?}: {why}"
         ))
     };
     let Some((scheme, rest)) = s.split_once("://") else {
@@ -1194,7 +1617,7 @@ fn parse_endpoint(s: &str) -> Result<String, String> {
     let loopback = host.eq_ignore_ascii_case("localhost")
         || host.parse::<Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
         || host.parse::<Ipv6Addr>().is_ok_and(|ip| ip.is_loopback());
-    if scheme == "http" && !loopback {
+    if scheme == "http" && !loopback && !http_anywhere {
         return fail("plain http to a host that is not loopback (127.0.0.0/8, ::1, localhost)");
     }
     Ok(format!("{scheme}://{authority}"))

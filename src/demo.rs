@@ -456,8 +456,7 @@ impl Demo {
             credentials: Some(CredentialsConfig {
                 access_key_id: Some(SIM_ACCESS_KEY_ID.to_owned()),
                 access_key_secret: Some(SecretString::from(SIM_ACCESS_KEY_SECRET)),
-                access_key_secret_file: None,
-                security_token: None,
+                ..CredentialsConfig::default()
             }),
             // Faster than production so the demo visibly moves; still well inside the rate limit.
             polling: PollingConfig {
@@ -795,8 +794,13 @@ mod tests {
             Some(demo.simulator.url().as_str())
         );
         assert_eq!(cfg.targets.len(), 12);
-        let creds = credentials::provider_from_config(cfg.credentials.as_ref(), &|_| None)
-            .expect("demo credentials");
+        let creds = credentials::provider_from_config(
+            cfg.credentials.as_ref(),
+            &|_| None,
+            crate::clock::Clock::system(),
+        )
+        .await
+        .expect("demo credentials");
         let client =
             SasClient::new(ClientOptions::from_config(&cfg.sas), creds).expect("client builds");
 
@@ -864,8 +868,13 @@ mod tests {
         );
         assert!(denied.contains(&digest));
         let cfg = demo.config();
-        let creds = credentials::provider_from_config(cfg.credentials.as_ref(), &|_| None)
-            .expect("demo credentials");
+        let creds = credentials::provider_from_config(
+            cfg.credentials.as_ref(),
+            &|_| None,
+            crate::clock::Clock::system(),
+        )
+        .await
+        .expect("demo credentials");
         let client =
             SasClient::new(ClientOptions::from_config(&cfg.sas), creds).expect("client builds");
         match client.describe_image_latest_scan_task(&digest).await {

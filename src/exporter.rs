@@ -64,16 +64,24 @@ pub struct Exporter {
 
 impl Exporter {
     /// Starts polling and serving on the given (already bound) listeners.
-    pub fn start(
+    pub async fn start(
         config: &Config,
         listeners: Vec<TcpListener>,
         options: Options,
     ) -> Result<Exporter, StartError> {
         let env = |name: &str| std::env::var(name).ok();
-        let provider = credentials::provider_from_config(config.credentials.as_ref(), &env)?;
+        let provider = credentials::provider_from_config(
+            config.credentials.as_ref(),
+            &env,
+            options.clock.clone(),
+        )
+        .await?;
         tracing::info!(provider = provider.name(), "credentials provider selected");
-        let client = SasClient::new(ClientOptions::from_config(&config.sas), provider)?
-            .with_clock(options.clock);
+        let client = SasClient::new(
+            ClientOptions::from_config(&config.sas),
+            Arc::clone(&provider),
+        )?
+        .with_clock(options.clock);
         let addrs = listeners
             .iter()
             .map(TcpListener::local_addr)
@@ -91,7 +99,7 @@ impl Exporter {
             Arc::clone(&metrics),
         );
         let app = Arc::new(App {
-            exposition: Exposition::new(Arc::clone(&store), &metrics),
+            exposition: Exposition::new(Arc::clone(&store), &metrics, provider),
             store: Arc::clone(&store),
             telemetry_path: options.telemetry_path,
         });

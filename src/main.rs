@@ -161,7 +161,7 @@ async fn run(cli: Cli) -> ExitCode {
         telemetry_path: cli.telemetry_path,
         ..Options::default()
     };
-    let exporter = match Exporter::start(&config, listeners, options) {
+    let exporter = match Exporter::start(&config, listeners, options).await {
         Ok(e) => e,
         Err(e) => {
             tracing::error!(error = %e, "cannot start");

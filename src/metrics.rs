@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use bytes::Bytes;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeLabelSet, LabelSetEncoder, prometheus_text, text,
+    DescriptorEncoder, EncodeLabelSet, LabelSetEncoder, NoLabelSet, prometheus_text, text,
 };
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
@@ -24,6 +24,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::build_info;
+use crate::credentials::CredentialsProvider;
 use crate::process::ProcessCollector;
 use crate::scan::{ScanStatus, ScanTask};
 use crate::state::{Snapshot, Store, unix_now};
@@ -199,7 +200,11 @@ struct VersionCache {
 
 impl Exposition {
     /// Builds the exposition over a store and the exporter's metrics.
-    pub fn new(store: Arc<Store>, metrics: &ExporterMetrics) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        metrics: &ExporterMetrics,
+        credentials: Arc<dyn CredentialsProvider>,
+    ) -> Self {
         let mut live = Registry::default();
         live.register(
             "sas_exporter_api_requests",
@@ -228,6 +233,7 @@ impl Exposition {
         );
         live.register_collector(Box::new(LiveCollector {
             store: Arc::clone(&store),
+            credentials,
         }));
         live.register_collector(Box::new(ProcessCollector));
         Exposition {
@@ -278,6 +284,7 @@ impl Exposition {
 #[derive(Debug)]
 struct LiveCollector {
     store: Arc<Store>,
+    credentials: Arc<dyn CredentialsProvider>,
 }
 
 impl Collector for LiveCollector {
@@ -291,7 +298,39 @@ impl Collector for LiveCollector {
                 None,
                 MetricType::Gauge,
             )?
-            .encode_gauge(&overdue)
+            .encode_gauge(&overdue)?;
+
+        let status = self.credentials.status();
+        let provider = [("provider", self.credentials.name())];
+        encoder
+            .encode_descriptor(
+                "sas_exporter_credentials_refreshes",
+                "Successful credential fetches (the first one included)",
+                None,
+                MetricType::Counter,
+            )?
+            .encode_family(&provider.as_slice())?
+            .encode_counter::<NoLabelSet, _, u64>(&status.refreshes, None)?;
+        encoder
+            .encode_descriptor(
+                "sas_exporter_credentials_refresh_errors",
+                "Failed credential fetches",
+                None,
+                MetricType::Counter,
+            )?
+            .encode_family(&provider.as_slice())?
+            .encode_counter::<NoLabelSet, _, u64>(&status.refresh_errors, None)?;
+        if let Some(expiry) = status.expiration {
+            encoder
+                .encode_descriptor(
+                    "sas_exporter_credentials_expiry_timestamp_seconds",
+                    "When the temporary credentials in use expire, Unix seconds",
+                    None,
+                    MetricType::Gauge,
+                )?
+                .encode_gauge(&expiry.timestamp())?;
+        }
+        Ok(())
     }
 }
 

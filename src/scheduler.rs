@@ -370,6 +370,13 @@ fn record(shared: &Shared, digest: &str, outcome: Result<ScanResult, ApiError>) 
             {
                 tracing::warn!(%digest, raw_status = %task.raw_status, "unknown scan status; reported as UNKNOWN");
             }
+            tracing::debug!(
+                %digest,
+                status = crate::metrics::state_of(result.task.as_ref()),
+                request_id = result.request_id.as_deref().unwrap_or(""),
+                tasks = result.tasks_in_response,
+                "polled"
+            );
             state.data = Some(result.task);
             state.last_success = Some(now);
             state.up = Some(true);

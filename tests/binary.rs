@@ -31,7 +31,7 @@ fn config_check_good_and_bad() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "config OK: 1 target, region cn-hangzhou (https://tds.cn-shanghai.aliyuncs.com), signature v3, interval 10m, active_interval 30s, 5 requests/s\n"
+        "config OK: 1 target, region cn-hangzhou (https://tds.cn-shanghai.aliyuncs.com), signature v3, interval 10m, active_interval 30s, 5 requests/s, credentials static\n"
     );
 
     let bad = temp_file(
@@ -202,4 +202,113 @@ async fn demo_serves_live_metrics_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(code, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_logs_and_pages_never_show_secrets_with_sts_credentials() {
+    use sas_image_scan_exporter::clock::Clock;
+    use sas_image_scan_exporter::simulator::{Scenario, SimKey, Simulator, StsSimulator};
+    use std::sync::Arc;
+
+    let digest = "8f0fbdb41d3d1ade4ffdf21558443f4c03342010563bb8c43ccc09594d50abcd";
+    let role = "acs:ram::1234567890:role/sas-reader";
+    let base_secret = "base-secret-must-not-leak";
+    let sas = Arc::new(Simulator::start(Scenario::default()).await.expect("sas"));
+    let sts = StsSimulator::start(
+        vec![SimKey {
+            id: "LTAIbase".into(),
+            secret: base_secret.into(),
+            security_token: None,
+        }],
+        Some(Arc::clone(&sas)),
+        Clock::system(),
+    )
+    .await
+    .expect("sts");
+    sts.allow_role(role);
+    let config = temp_file(
+        "sts.yml",
+        &format!(
+            "sas:\n  endpoint: {}\ncredentials:\n  access_key_id: LTAIbase\n  access_key_secret: {base_secret}\n  ram_role_arn: {role}\n  sts_endpoint: {}\npolling:\n  interval: 1h\n  active_interval: 1h\ntargets:\n  - digest: {digest}\n",
+            sas.url(),
+            sts.url()
+        ),
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let child = Command::new(BIN)
+        .arg("--config.file")
+        .arg(&config)
+        .args(["--web.listen-address", &format!("127.0.0.1:{port}")])
+        .args(["--log.level", "debug"])
+        .env("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(r) = http.get(format!("{base}/-/ready")).send().await
+            && r.status() == 200
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut pages = String::new();
+    let mut metrics = String::new();
+    for path in ["/", "/metrics", "/-/ready", "/-/healthy", "/nope"] {
+        let body = http
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .expect("get")
+            .text()
+            .await
+            .expect("body");
+        if path == "/metrics" {
+            metrics.clone_from(&body);
+        }
+        pages.push_str(&body);
+    }
+    let samples = common::samples(&metrics);
+    assert_eq!(
+        samples["sas_exporter_credentials_refreshes_total{provider=\"ram_role_arn\"}"],
+        1.0
+    );
+    assert!(samples.contains_key("sas_exporter_credentials_expiry_timestamp_seconds"));
+    assert_eq!(sas.outcome_count("ok"), 1);
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let out = child.wait_with_output().expect("exit");
+    let logs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(logs.contains("level=debug"), "debug logging was on: {logs}");
+    assert!(logs.contains("provider=ram_role_arn"), "{logs}");
+    let issued = sts.issued();
+    assert_eq!(issued.len(), 1);
+    let mut secrets = vec![base_secret.to_owned(), issued[0].secret.clone()];
+    secrets.extend(issued[0].security_token.clone());
+    for secret in &secrets {
+        assert!(
+            !logs.contains(secret.as_str()),
+            "a secret leaked into the logs"
+        );
+        assert!(
+            !pages.contains(secret.as_str()),
+            "a secret leaked onto a page"
+        );
+    }
 }

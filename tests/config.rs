@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use sas_image_scan_exporter::config::{
-    Config, ConfigError, Location, Problem, SignatureVersion, Target, dedupe_targets,
-    endpoint_host_for_region, normalize_digest, parse_targets,
+    Config, ConfigError, CredentialsConfig, Location, OidcConfig, Problem, SignatureVersion,
+    Target, dedupe_targets, endpoint_host_for_region, normalize_digest, parse_targets,
 };
 use secrecy::ExposeSecret;
 
@@ -204,14 +204,14 @@ fn summary_is_one_exact_line() {
     );
     assert_eq!(
         c.summary(),
-        "config OK: 2 targets, region cn-hangzhou (https://tds.cn-shanghai.aliyuncs.com), signature v3, interval 10m, active_interval 30s, 5 requests/s"
+        "config OK: 2 targets, region cn-hangzhou (https://tds.cn-shanghai.aliyuncs.com), signature v3, interval 10m, active_interval 30s, 5 requests/s, credentials static"
     );
     let c = parse(&format!(
         "sas:\n  region: eu-central-1\n  signature_version: V1\npolling:\n  interval: 1h30m\n  active_interval: 45s\n  requests_per_second: 0.5\ntargets:\n  - digest: {D1}\n"
     ));
     assert_eq!(
         c.summary(),
-        "config OK: 1 target, region eu-central-1 (https://tds.ap-southeast-1.aliyuncs.com), signature v1, interval 1h 30m, active_interval 45s, 0.5 requests/s"
+        "config OK: 1 target, region eu-central-1 (https://tds.ap-southeast-1.aliyuncs.com), signature v1, interval 1h 30m, active_interval 45s, 0.5 requests/s, credentials default chain"
     );
 }
 
@@ -223,7 +223,7 @@ fn unknown_keys_are_reported_everywhere_with_the_keys_expected() {
 credentials:
   access_key_id: a
   access_key_secret_file: /s
-  profile: default
+  role_arn: acs:ram::1:role/r
 polling:
   intervall: 5m
 targets:
@@ -243,7 +243,7 @@ extra: 1
             p(
                 6,
                 3,
-                "unknown key \"profile\" in credentials (expected one of: access_key_id, access_key_secret, access_key_secret_file, security_token)"
+                "unknown key \"role_arn\" in credentials (expected one of: access_key_id, access_key_secret, access_key_secret_file, security_token, profile, ram_role_arn, role_session_name, external_id, policy, duration, ecs_ram_role, oidc, sts_endpoint, metadata_endpoint)"
             ),
             p(
                 8,
@@ -703,7 +703,7 @@ fn credentials_combinations() {
             "credentials: security_token is set but access_key_id and access_key_secret are not; an STS token needs both"
         )
     );
-    let empty = "credentials: no credentials given; set access_key_id with access_key_secret_file, or remove the section to use the default credential chain";
+    let empty = "credentials: no credentials given; set access_key_id with access_key_secret_file, profile, ram_role_arn, ecs_ram_role or oidc, or remove the section to use the default credential chain";
     assert_eq!(problem("sas: {}\ncredentials: {}\n"), p(2, 1, empty));
     assert_eq!(problem("sas: {}\ncredentials:\n"), p(2, 1, empty));
 }
@@ -750,6 +750,868 @@ fn debug_output_never_shows_secrets() {
     assert!(!debug.contains("literal-token-value"), "{debug}");
     let debug = format!("{:#?}", c.credentials);
     assert!(!debug.contains("env-secret-value"), "{debug}");
+    assert!(!debug.contains("literal-token-value"), "{debug}");
+}
+
+/// A comparable copy of a credentials section, secrets exposed.
+#[derive(Debug, Default, PartialEq)]
+struct Creds {
+    access_key_id: Option<String>,
+    access_key_secret: Option<String>,
+    access_key_secret_file: Option<PathBuf>,
+    security_token: Option<String>,
+    profile: Option<String>,
+    ram_role_arn: Option<String>,
+    role_session_name: Option<String>,
+    external_id: Option<String>,
+    policy: Option<String>,
+    duration: Option<Duration>,
+    ecs_ram_role: Option<String>,
+    oidc: Option<OidcConfig>,
+    sts_endpoint: Option<String>,
+    metadata_endpoint: Option<String>,
+}
+
+fn exposed(c: &CredentialsConfig) -> Creds {
+    // Exhaustive, so a new field cannot go unchecked.
+    let CredentialsConfig {
+        access_key_id,
+        access_key_secret,
+        access_key_secret_file,
+        security_token,
+        profile,
+        ram_role_arn,
+        role_session_name,
+        external_id,
+        policy,
+        duration,
+        ecs_ram_role,
+        oidc,
+        sts_endpoint,
+        metadata_endpoint,
+    } = c;
+    Creds {
+        access_key_id: access_key_id.clone(),
+        access_key_secret: access_key_secret
+            .as_ref()
+            .map(|s| s.expose_secret().to_owned()),
+        access_key_secret_file: access_key_secret_file.clone(),
+        security_token: security_token
+            .as_ref()
+            .map(|s| s.expose_secret().to_owned()),
+        profile: profile.clone(),
+        ram_role_arn: ram_role_arn.clone(),
+        role_session_name: role_session_name.clone(),
+        external_id: external_id.clone(),
+        policy: policy.clone(),
+        duration: *duration,
+        ecs_ram_role: ecs_ram_role.clone(),
+        oidc: oidc.clone(),
+        sts_endpoint: sts_endpoint.clone(),
+        metadata_endpoint: metadata_endpoint.clone(),
+    }
+}
+
+fn creds_with(yaml: &str, env: &dyn Fn(&str) -> Option<String>) -> Creds {
+    exposed(
+        parse_with(yaml, env)
+            .credentials
+            .as_ref()
+            .expect("credentials section"),
+    )
+}
+
+fn creds(yaml: &str) -> Creds {
+    creds_with(yaml, &no_env)
+}
+
+fn some(s: &str) -> Option<String> {
+    Some(s.to_owned())
+}
+
+/// The credentials part of the summary line, after ", credentials ".
+fn source_in_summary(yaml: &str) -> String {
+    let summary = parse(yaml).summary();
+    match summary.split_once(", credentials ") {
+        Some((_, source)) => source.to_owned(),
+        None => panic!("no credentials in {summary:?}"),
+    }
+}
+
+const ROLE: &str = "acs:ram::123456789012:role/sas-reader";
+const PROVIDER: &str = "acs:ram::123456789012:oidc-provider/ack-rrsa-c1";
+
+#[test]
+fn credentials_config_default_is_all_none() {
+    assert_eq!(exposed(&CredentialsConfig::default()), Creds::default());
+}
+
+#[test]
+fn static_keys_with_an_assumed_role_parse_to_exact_values() {
+    let yaml = format!(
+        "credentials:
+  access_key_id: LTAI5tExampleId
+  access_key_secret_file: /run/secrets/ak
+  security_token: tok
+  ram_role_arn: {ROLE}
+  role_session_name: sas-exporter@prod_1.x
+  external_id: ext-42
+  policy: '{{\"Version\": \"1\", \"Statement\": []}}'
+  duration: 1h 30m
+  sts_endpoint: https://sts-vpc.cn-hangzhou.aliyuncs.com/
+"
+    );
+    assert_eq!(
+        creds(&yaml),
+        Creds {
+            access_key_id: some("LTAI5tExampleId"),
+            access_key_secret_file: Some(PathBuf::from("/run/secrets/ak")),
+            security_token: some("tok"),
+            ram_role_arn: some(ROLE),
+            role_session_name: some("sas-exporter@prod_1.x"),
+            external_id: some("ext-42"),
+            policy: some("{\"Version\": \"1\", \"Statement\": []}"),
+            duration: Some(Duration::from_secs(5400)),
+            sts_endpoint: some("https://sts-vpc.cn-hangzhou.aliyuncs.com"),
+            ..Creds::default()
+        }
+    );
+    assert_eq!(source_in_summary(&yaml), format!("ram role {ROLE}"));
+
+    let yaml = "credentials:\n  access_key_id: id\n  access_key_secret: s3cr3t\n";
+    assert_eq!(
+        creds(yaml),
+        Creds {
+            access_key_id: some("id"),
+            access_key_secret: some("s3cr3t"),
+            ..Creds::default()
+        }
+    );
+    assert_eq!(source_in_summary(yaml), "static");
+}
+
+#[test]
+fn a_role_alone_is_assumed_from_the_default_chain() {
+    let yaml =
+        format!("credentials:\n  ram_role_arn: {ROLE}\n  role_session_name: ab\n  duration: 15m\n");
+    assert_eq!(
+        creds(&yaml),
+        Creds {
+            ram_role_arn: some(ROLE),
+            role_session_name: some("ab"),
+            duration: Some(Duration::from_secs(15 * 60)),
+            ..Creds::default()
+        }
+    );
+    assert_eq!(source_in_summary(&yaml), format!("ram role {ROLE}"));
+
+    let session = "a".repeat(64);
+    let env = env_of(&[("ROLE", ROLE)]);
+    assert_eq!(
+        creds_with(
+            &format!(
+                "credentials:\n  ram_role_arn: ${{ROLE}}\n  role_session_name: {session}\n  duration: 12h\n"
+            ),
+            &env
+        ),
+        Creds {
+            ram_role_arn: some(ROLE),
+            role_session_name: Some(session),
+            duration: Some(Duration::from_secs(12 * 3600)),
+            ..Creds::default()
+        }
+    );
+}
+
+#[test]
+fn profile_source() {
+    let yaml = "credentials:\n  profile: prod\n";
+    assert_eq!(
+        creds(yaml),
+        Creds {
+            profile: some("prod"),
+            ..Creds::default()
+        }
+    );
+    assert_eq!(source_in_summary(yaml), "profile prod");
+    // Empty values still count as absent, so they do not make a second source.
+    let env = env_of(&[("ID", "")]);
+    assert_eq!(
+        creds_with(
+            "credentials:\n  access_key_id: ${ID}\n  profile: prod\n  role_session_name: \"\"\n",
+            &env
+        ),
+        Creds {
+            profile: some("prod"),
+            ..Creds::default()
+        }
+    );
+}
+
+#[test]
+fn ecs_ram_role_source_and_discovery() {
+    let yaml = "credentials:\n  ecs_ram_role: sas-exporter.role_1\n";
+    assert_eq!(
+        creds(yaml),
+        Creds {
+            ecs_ram_role: some("sas-exporter.role_1"),
+            ..Creds::default()
+        }
+    );
+    assert_eq!(source_in_summary(yaml), "ecs role sas-exporter.role_1");
+
+    // Unlike any other key, an empty or null ecs_ram_role is meaningful: discover the role name.
+    let env = env_of(&[("EMPTY", "")]);
+    for yaml in [
+        "credentials:\n  ecs_ram_role: \"\"\n",
+        "credentials:\n  ecs_ram_role: ''\n",
+        "credentials:\n  ecs_ram_role:\n",
+        "credentials:\n  ecs_ram_role: ~\n",
+        "credentials:\n  ecs_ram_role: null\n",
+        "credentials: {ecs_ram_role: }\n",
+        "credentials:\n  ecs_ram_role: ${EMPTY}\n",
+    ] {
+        assert_eq!(
+            creds_with(yaml, &env),
+            Creds {
+                ecs_ram_role: Some(String::new()),
+                ..Creds::default()
+            },
+            "{yaml}"
+        );
+        assert_eq!(
+            parse_with(yaml, &env)
+                .summary()
+                .rsplit_once(", credentials "),
+            Some((
+                "config OK: 0 targets, region cn-shanghai (https://tds.cn-shanghai.aliyuncs.com), signature v3, interval 10m, active_interval 30s, 5 requests/s",
+                "ecs role (discovered)"
+            )),
+            "{yaml}"
+        );
+    }
+
+    let yaml =
+        "credentials:\n  ecs_ram_role: \"\"\n  metadata_endpoint: http://169.254.0.1:8080/\n";
+    assert_eq!(
+        creds(yaml),
+        Creds {
+            ecs_ram_role: Some(String::new()),
+            metadata_endpoint: some("http://169.254.0.1:8080"),
+            ..Creds::default()
+        }
+    );
+}
+
+#[test]
+fn oidc_source() {
+    let yaml = format!(
+        "credentials:
+  oidc:
+    role_arn: {ROLE}
+    provider_arn: {PROVIDER}
+    token_file: /var/run/secrets/ack.alibabacloud.com/rrsa-tokens/token
+  role_session_name: pod-1
+  duration: 2h
+  sts_endpoint: http://127.0.0.1:18081
+"
+    );
+    assert_eq!(
+        creds(&yaml),
+        Creds {
+            oidc: Some(OidcConfig {
+                role_arn: ROLE.to_owned(),
+                provider_arn: PROVIDER.to_owned(),
+                token_file: PathBuf::from(
+                    "/var/run/secrets/ack.alibabacloud.com/rrsa-tokens/token"
+                ),
+            }),
+            role_session_name: some("pod-1"),
+            duration: Some(Duration::from_secs(7200)),
+            sts_endpoint: some("http://127.0.0.1:18081"),
+            ..Creds::default()
+        }
+    );
+    assert_eq!(source_in_summary(&yaml), "oidc");
+
+    let env = env_of(&[
+        ("ALIBABA_CLOUD_ROLE_ARN", ROLE),
+        ("ALIBABA_CLOUD_OIDC_PROVIDER_ARN", PROVIDER),
+        ("ALIBABA_CLOUD_OIDC_TOKEN_FILE", "/t"),
+    ]);
+    assert_eq!(
+        creds_with(
+            "credentials:\n  oidc: {role_arn: \"${ALIBABA_CLOUD_ROLE_ARN}\", provider_arn: \"${ALIBABA_CLOUD_OIDC_PROVIDER_ARN}\", token_file: \"${ALIBABA_CLOUD_OIDC_TOKEN_FILE}\"}\n",
+            &env
+        ),
+        Creds {
+            oidc: Some(OidcConfig {
+                role_arn: ROLE.to_owned(),
+                provider_arn: PROVIDER.to_owned(),
+                token_file: PathBuf::from("/t"),
+            }),
+            ..Creds::default()
+        }
+    );
+}
+
+#[test]
+fn endpoints_alone_mean_the_default_chain_with_overrides() {
+    let yaml = "credentials:\n  sts_endpoint: https://sts.aliyuncs.com\n";
+    assert_eq!(
+        creds(yaml),
+        Creds {
+            sts_endpoint: some("https://sts.aliyuncs.com"),
+            ..Creds::default()
+        }
+    );
+    assert_eq!(source_in_summary(yaml), "default chain");
+
+    let yaml = "credentials:
+  sts_endpoint: HTTPS://sts.cn-hangzhou.aliyuncs.com:443/
+  metadata_endpoint: http://100.100.100.200
+";
+    assert_eq!(
+        creds(yaml),
+        Creds {
+            sts_endpoint: some("https://sts.cn-hangzhou.aliyuncs.com:443"),
+            metadata_endpoint: some("http://100.100.100.200"),
+            ..Creds::default()
+        }
+    );
+    assert_eq!(source_in_summary(yaml), "default chain");
+    assert_eq!(
+        creds("credentials:\n  metadata_endpoint: https://metadata.example.com:8443/\n"),
+        Creds {
+            metadata_endpoint: some("https://metadata.example.com:8443"),
+            ..Creds::default()
+        }
+    );
+    assert_eq!(source_in_summary(""), "default chain");
+}
+
+#[test]
+fn endpoint_overrides_are_checked() {
+    assert_eq!(
+        problem("credentials:\n  sts_endpoint: http://sts.aliyuncs.com\n"),
+        p(
+            2,
+            17,
+            "credentials.sts_endpoint: expected an absolute URL https://host[:port] (http:// only for a loopback host), got \"http://sts.aliyuncs.com\": plain http to a host that is not loopback (127.0.0.0/8, ::1, localhost)"
+        )
+    );
+    assert_eq!(
+        problem("credentials:\n  sts_endpoint: https://sts.aliyuncs.com/v1\n"),
+        p(
+            2,
+            17,
+            "credentials.sts_endpoint: expected an absolute URL https://host[:port] (http:// only for a loopback host), got \"https://sts.aliyuncs.com/v1\": a path, query or fragment is not allowed"
+        )
+    );
+    assert_eq!(
+        problem("credentials:\n  metadata_endpoint: http://100.100.100.200/latest/meta-data\n"),
+        p(
+            2,
+            22,
+            "credentials.metadata_endpoint: expected an absolute URL http://host[:port] or https://host[:port], got \"http://100.100.100.200/latest/meta-data\": a path, query or fragment is not allowed"
+        )
+    );
+    assert_eq!(
+        problem("credentials:\n  metadata_endpoint: ftp://100.100.100.200\n"),
+        p(
+            2,
+            22,
+            "credentials.metadata_endpoint: expected an absolute URL http://host[:port] or https://host[:port], got \"ftp://100.100.100.200\": unsupported scheme"
+        )
+    );
+}
+
+#[test]
+fn credential_sources_are_exclusive() {
+    let ambiguous = |a: &str, b: &str| {
+        format!("credentials: ambiguous: both {a} and {b} are given; choose one source")
+    };
+    let oidc = format!("{{role_arn: \"{ROLE}\", provider_arn: \"{PROVIDER}\", token_file: /t}}");
+    assert_eq!(
+        problem(
+            "credentials:\n  access_key_id: id\n  access_key_secret_file: /f\n  profile: prod\n"
+        ),
+        p(4, 3, &ambiguous("access_key_id", "profile"))
+    );
+    // The later key is the one pointed at, whatever order the file uses.
+    assert_eq!(
+        problem(
+            "credentials:\n  profile: prod\n  access_key_id: id\n  access_key_secret_file: /f\n"
+        ),
+        p(3, 3, &ambiguous("profile", "access_key_id"))
+    );
+    assert_eq!(
+        problem("credentials:\n  profile: prod\n  ecs_ram_role: r\n"),
+        p(3, 3, &ambiguous("profile", "ecs_ram_role"))
+    );
+    assert_eq!(
+        problem(&format!(
+            "credentials:\n  ecs_ram_role: \"\"\n  oidc: {oidc}\n"
+        )),
+        p(3, 3, &ambiguous("ecs_ram_role", "oidc"))
+    );
+    assert_eq!(
+        problem(&format!(
+            "credentials:\n  oidc: {oidc}\n  access_key_id: id\n  access_key_secret: s\n"
+        )),
+        p(3, 3, &ambiguous("oidc", "access_key_id"))
+    );
+    // ram_role_arn combines with static keys only.
+    assert_eq!(
+        problem(&format!(
+            "credentials:\n  ram_role_arn: {ROLE}\n  profile: prod\n"
+        )),
+        p(3, 3, &ambiguous("ram_role_arn", "profile"))
+    );
+    assert_eq!(
+        problem(&format!(
+            "credentials:\n  ecs_ram_role:\n  ram_role_arn: {ROLE}\n"
+        )),
+        p(3, 3, &ambiguous("ecs_ram_role", "ram_role_arn"))
+    );
+    assert_eq!(
+        problem(&format!(
+            "credentials:\n  oidc: {oidc}\n  ram_role_arn: {ROLE}\n"
+        )),
+        p(3, 3, &ambiguous("oidc", "ram_role_arn"))
+    );
+    // Each extra source is reported once, against the first one it clashes with.
+    assert_eq!(
+        problems(&format!(
+            "credentials:
+  access_key_id: id
+  access_key_secret: s
+  profile: prod
+  oidc: {oidc}
+"
+        )),
+        vec![
+            p(4, 3, &ambiguous("access_key_id", "profile")),
+            p(5, 3, &ambiguous("access_key_id", "oidc")),
+        ]
+    );
+    assert_eq!(
+        problems(&format!(
+            "credentials:
+  ram_role_arn: {ROLE}
+  access_key_id: id
+  access_key_secret: s
+  profile: prod
+"
+        )),
+        vec![p(5, 3, &ambiguous("ram_role_arn", "profile"))]
+    );
+    // A value that is itself wrong still counts as given.
+    assert_eq!(
+        problems("credentials:\n  profile: prod\n  ecs_ram_role: a/b\n"),
+        vec![
+            p(3, 3, &ambiguous("profile", "ecs_ram_role")),
+            p(
+                3,
+                17,
+                "credentials.ecs_ram_role: expected a RAM role name (up to 64 letters, digits, '.', '_' and '-'), or \"\" to discover it, got \"a/b\""
+            ),
+        ]
+    );
+}
+
+#[test]
+fn role_options_need_a_role() {
+    let yaml = "credentials:
+  profile: prod
+  role_session_name: s1
+  external_id: e
+  policy: '{}'
+  duration: 1h
+";
+    assert_eq!(
+        problems(yaml),
+        vec![
+            p(
+                3,
+                22,
+                "credentials: role_session_name is set but neither ram_role_arn nor oidc is; it names the session of an assumed role, so set one of them or remove it"
+            ),
+            p(
+                4,
+                16,
+                "credentials: external_id is set but ram_role_arn is not; it only applies to AssumeRole, so set ram_role_arn or remove it"
+            ),
+            p(
+                5,
+                11,
+                "credentials: policy is set but ram_role_arn is not; it only applies to AssumeRole, so set ram_role_arn or remove it"
+            ),
+            p(
+                6,
+                13,
+                "credentials: duration is set but neither ram_role_arn nor oidc is; it is the lifetime of an assumed role's credentials, so set one of them or remove it"
+            ),
+        ]
+    );
+    // With oidc, the session name and duration are fine but external_id and policy are not.
+    let yaml = format!(
+        "credentials:
+  oidc: {{role_arn: \"{ROLE}\", provider_arn: \"{PROVIDER}\", token_file: /t}}
+  role_session_name: s1
+  external_id: e
+  policy: '{{}}'
+  duration: 1h
+"
+    );
+    assert_eq!(
+        problems(&yaml),
+        vec![
+            p(
+                4,
+                16,
+                "credentials: external_id is set but ram_role_arn is not; it only applies to AssumeRole, so set ram_role_arn or remove it"
+            ),
+            p(
+                5,
+                11,
+                "credentials: policy is set but ram_role_arn is not; it only applies to AssumeRole, so set ram_role_arn or remove it"
+            ),
+        ]
+    );
+    // A role ARN that is itself wrong is still a role: only its own problem is reported.
+    assert_eq!(
+        problems("credentials:\n  ram_role_arn: nope\n  duration: 1h\n  external_id: e\n"),
+        vec![p(
+            2,
+            17,
+            "credentials.ram_role_arn: expected a RAM role ARN such as acs:ram::123456789012:role/exporter, got \"nope\""
+        )]
+    );
+    // A bad duration without a role is reported once, for what is wrong with it.
+    assert_eq!(
+        problems("credentials:\n  profile: p\n  duration: 1m\n"),
+        vec![p(
+            3,
+            13,
+            "credentials.duration: must be at least 15m, got 1m"
+        )]
+    );
+}
+
+#[test]
+fn role_duration_is_between_15m_and_12h() {
+    for (value, message) in [
+        (
+            "14m 59s",
+            "credentials.duration: must be at least 15m, got 14m 59s",
+        ),
+        (
+            "12h 1s",
+            "credentials.duration: must be at most 12h, got 12h 1s",
+        ),
+        ("1d", "credentials.duration: must be at most 12h, got 1d"),
+        (
+            "soon",
+            "credentials.duration: expected a duration such as 30s, 5m or 1h30m, got \"soon\"",
+        ),
+        (
+            "3600",
+            "credentials.duration: expected a duration such as 30s, 5m or 1h30m, got \"3600\"",
+        ),
+    ] {
+        assert_eq!(
+            problem(&format!(
+                "credentials:\n  ram_role_arn: {ROLE}\n  duration: {value}\n"
+            )),
+            p(3, 13, message),
+            "{value}"
+        );
+    }
+    for (value, secs) in [("15m", 900), ("900s", 900), ("12h", 43200), ("720m", 43200)] {
+        let c = creds(&format!(
+            "credentials:\n  ram_role_arn: {ROLE}\n  duration: {value}\n"
+        ));
+        assert_eq!(c.duration, Some(Duration::from_secs(secs)), "{value}");
+    }
+}
+
+#[test]
+fn role_session_name_follows_the_sts_rule() {
+    let long = "x".repeat(65);
+    for value in [
+        "a",
+        long.as_str(),
+        "\"with space\"",
+        "a/b",
+        "a:b",
+        "'sess\u{e9}'",
+    ] {
+        let (line, column, message) = problem(&format!(
+            "credentials:\n  ram_role_arn: {ROLE}\n  role_session_name: {value}\n"
+        ));
+        let shown = value.trim_matches(['"', '\'']);
+        assert_eq!(
+            (line, column, message),
+            p(
+                3,
+                22,
+                &format!(
+                    "credentials.role_session_name: expected 2 to 64 characters among letters, digits, '.', '_', '@' and '-', got {shown:?}"
+                )
+            ),
+            "{value}"
+        );
+    }
+    let all = "aZ09._@-";
+    let c = creds(&format!(
+        "credentials:\n  ram_role_arn: {ROLE}\n  role_session_name: \"{all}\"\n"
+    ));
+    assert_eq!(c.role_session_name.as_deref(), Some(all));
+}
+
+#[test]
+fn arns_are_checked() {
+    let role = |got: &str, path: &str| {
+        format!(
+            "{path}: expected a RAM role ARN such as acs:ram::123456789012:role/exporter, got {got:?}"
+        )
+    };
+    for bad in [
+        "arn:aws:iam::1:role/x",
+        "acs:ram::1:user/x",
+        "acs:ram::1:role/",
+        "acs:sts::1:assumed-role/x",
+        "sas-reader",
+    ] {
+        assert_eq!(
+            problem(&format!("credentials:\n  ram_role_arn: \"{bad}\"\n")),
+            p(2, 17, &role(bad, "credentials.ram_role_arn")),
+            "{bad}"
+        );
+    }
+    let yaml = "credentials:
+  oidc:
+    role_arn: acs:ram::1:oidc-provider/p
+    provider_arn: acs:ram::1:role/r
+    token_file: /t
+";
+    assert_eq!(
+        problems(yaml),
+        vec![
+            p(
+                3,
+                15,
+                &role("acs:ram::1:oidc-provider/p", "credentials.oidc.role_arn")
+            ),
+            p(
+                4,
+                19,
+                "credentials.oidc.provider_arn: expected an OIDC provider ARN such as acs:ram::123456789012:oidc-provider/ack-rrsa, got \"acs:ram::1:role/r\""
+            ),
+        ]
+    );
+}
+
+#[test]
+fn oidc_is_a_mapping_of_three_required_keys() {
+    let yaml = format!(
+        "credentials:
+  oidc:
+    role_arn: {ROLE}
+    token: /t
+"
+    );
+    assert_eq!(
+        problems(&yaml),
+        vec![
+            p(
+                2,
+                3,
+                "credentials.oidc: provider_arn is required (the OIDC provider registered in RAM, acs:ram::ACCOUNT:oidc-provider/NAME)"
+            ),
+            p(
+                2,
+                3,
+                "credentials.oidc: token_file is required (the file holding the OIDC token, such as a projected service account token)"
+            ),
+            p(
+                4,
+                5,
+                "unknown key \"token\" in credentials.oidc (expected one of: role_arn, provider_arn, token_file)"
+            ),
+        ]
+    );
+    assert_eq!(
+        problems("credentials:\n  oidc: {role_arn: \"\"}\n"),
+        vec![
+            p(
+                2,
+                3,
+                "credentials.oidc: role_arn is required (the RAM role to assume, acs:ram::ACCOUNT:role/NAME)"
+            ),
+            p(
+                2,
+                3,
+                "credentials.oidc: provider_arn is required (the OIDC provider registered in RAM, acs:ram::ACCOUNT:oidc-provider/NAME)"
+            ),
+            p(
+                2,
+                3,
+                "credentials.oidc: token_file is required (the file holding the OIDC token, such as a projected service account token)"
+            ),
+        ]
+    );
+    assert_eq!(
+        problem("credentials:\n  oidc:\n"),
+        p(
+            2,
+            3,
+            "credentials.oidc: expected a mapping with role_arn, provider_arn and token_file, got an empty value"
+        )
+    );
+    assert_eq!(
+        problem("credentials:\n  oidc: rrsa\n"),
+        p(
+            2,
+            9,
+            "credentials.oidc: expected a mapping, got a single value"
+        )
+    );
+}
+
+#[test]
+fn policy_must_be_a_json_object() {
+    let base = format!("credentials:\n  ram_role_arn: {ROLE}\n");
+    let expected = "credentials.policy: expected a JSON object such as {\"Version\": \"1\", \"Statement\": [...]}";
+    assert_eq!(
+        problem(&format!("{base}  policy: '{{\"Version\": \"1\",}}'\n")),
+        p(
+            3,
+            11,
+            &format!("{expected}, but it is not valid JSON: trailing comma at line 1 column 17")
+        )
+    );
+    assert_eq!(
+        problem(&format!("{base}  policy: '[1]'\n")),
+        p(3, 11, &format!("{expected}, got an array"))
+    );
+    assert_eq!(
+        problem(&format!("{base}  policy: '\"x\"'\n")),
+        p(3, 11, &format!("{expected}, got a string"))
+    );
+    // Unquoted, it is a YAML mapping rather than text.
+    assert_eq!(
+        problem(&format!("{base}  policy: {{\"Version\": \"1\"}}\n")),
+        p(
+            3,
+            11,
+            "credentials.policy: expected the policy document as a JSON string; quote it, e.g. policy: '{\"Version\": \"1\", \"Statement\": [...]}'"
+        )
+    );
+    let policy = r#"{"Version": "1", "Statement": [{"Effect": "Allow", "Action": "yundun-sas:Describe*", "Resource": "*"}]}"#;
+    let vars = [("POLICY", policy)];
+    let env = env_of(&vars);
+    let c = creds_with(&format!("{base}  policy: ${{POLICY}}\n"), &env);
+    assert_eq!(c.policy.as_deref(), Some(policy));
+}
+
+#[test]
+fn ecs_ram_role_names_are_checked() {
+    let long = "r".repeat(65);
+    for bad in ["a/b", "..", "a b", "r?x", long.as_str()] {
+        assert_eq!(
+            problem(&format!("credentials:\n  ecs_ram_role: \"{bad}\"\n")),
+            p(
+                2,
+                17,
+                &format!(
+                    "credentials.ecs_ram_role: expected a RAM role name (up to 64 letters, digits, '.', '_' and '-'), or \"\" to discover it, got {bad:?}"
+                )
+            ),
+            "{bad}"
+        );
+    }
+    assert_eq!(
+        problem("credentials:\n  ecs_ram_role: [a]\n"),
+        p(
+            2,
+            17,
+            "credentials.ecs_ram_role: expected a single value, got a list"
+        )
+    );
+}
+
+#[test]
+fn static_key_rules_hold_next_to_the_new_keys() {
+    assert_eq!(
+        problem(&format!(
+            "credentials:\n  ram_role_arn: {ROLE}\n  access_key_secret_file: /f\n"
+        )),
+        p(
+            3,
+            27,
+            "credentials: access_key_secret_file is set but access_key_id is not; set access_key_id too"
+        )
+    );
+    assert_eq!(
+        problem("credentials:\n  profile: prod\n  security_token: t\n"),
+        p(
+            3,
+            19,
+            "credentials: security_token is set but access_key_id and access_key_secret are not; an STS token needs both"
+        )
+    );
+    // A section whose every value is empty is as empty as one without keys.
+    let env = env_of(&[("ID", "")]);
+    assert_eq!(
+        problems_with(
+            "credentials:\n  access_key_id: ${ID}\n  sts_endpoint: \"\"\n  profile:\n",
+            &env
+        ),
+        vec![p(
+            1,
+            1,
+            "credentials: no credentials given; set access_key_id with access_key_secret_file, profile, ram_role_arn, ecs_ram_role or oidc, or remove the section to use the default credential chain"
+        )]
+    );
+}
+
+#[test]
+fn debug_never_shows_any_secret() {
+    let env = env_of(&[("SECRET", "env-secret-value"), ("TOKEN", "env-token-value")]);
+    let yaml = format!(
+        "credentials:
+  access_key_id: visible-id
+  access_key_secret: ${{SECRET}}
+  security_token: ${{TOKEN}}
+  ram_role_arn: {ROLE}
+  role_session_name: visible-session
+  external_id: visible-external
+  policy: '{{\"Version\": \"1\"}}'
+  duration: 1h
+  sts_endpoint: https://sts.aliyuncs.com
+  metadata_endpoint: http://100.100.100.200
+"
+    );
+    let c = parse_with(&yaml, &env);
+    let creds = c.credentials.as_ref().expect("credentials");
+    for debug in [
+        format!("{c:?}"),
+        format!("{c:#?}"),
+        format!("{creds:?}"),
+        format!("{creds:#?}"),
+    ] {
+        assert!(!debug.contains("env-secret-value"), "{debug}");
+        assert!(!debug.contains("env-token-value"), "{debug}");
+        assert!(debug.contains("REDACTED"), "{debug}");
+        assert!(debug.contains("visible-id"), "{debug}");
+        assert!(debug.contains("visible-session"), "{debug}");
+        assert!(debug.contains(ROLE), "{debug}");
+    }
+    let literal = "credentials:\n  access_key_id: id\n  access_key_secret: literal-secret-value\n  security_token: literal-token-value\n";
+    let debug = format!("{:?}", parse(literal));
+    assert!(!debug.contains("literal-secret-value"), "{debug}");
     assert!(!debug.contains("literal-token-value"), "{debug}");
 }
 

@@ -48,8 +48,7 @@ pub fn config(sim: &Simulator, targets: Vec<Target>, polling: PollingConfig) -> 
         credentials: Some(CredentialsConfig {
             access_key_id: Some(SIM_ACCESS_KEY_ID.into()),
             access_key_secret: Some(SIM_ACCESS_KEY_SECRET.to_owned().into()),
-            access_key_secret_file: None,
-            security_token: None,
+            ..CredentialsConfig::default()
         }),
         polling,
         targets,
@@ -71,7 +70,9 @@ pub async fn start(config: &Config) -> Exporter {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    Exporter::start(config, vec![listener], Options::default()).expect("exporter starts")
+    Exporter::start(config, vec![listener], Options::default())
+        .await
+        .expect("exporter starts")
 }
 
 pub struct Scrape {

@@ -2,9 +2,21 @@
 //! HTTP. It checks requests the way the real service does (signature V1 and V3, AccessKey,
 //! timestamp window, nonce reuse), answers from a scenario, injects faults, and counts what it saw.
 //! The tests and `--demo` run the real exporter against it.
+//!
+//! Two companions simulate where credentials come from: [`StsSimulator`] (`AssumeRole`,
+//! `AssumeRoleWithOIDC`) and [`MetadataSimulator`] (ECS instance metadata and a credentials URI).
+//! Both can register what they hand out with a [`Simulator`], so the exporter can use the
+//! credentials end to end. All three share the server plumbing below.
+
+mod metadata;
+mod sts;
+
+pub use metadata::{MetadataRequest, MetadataSimulator};
+pub use sts::{StsRequest, StsSimulator};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -278,15 +290,8 @@ impl Shared {
 
 /// A running simulator; it stops when dropped.
 pub struct Simulator {
-    addr: SocketAddr,
     shared: Arc<Shared>,
-    accept: JoinHandle<()>,
-}
-
-impl Drop for Simulator {
-    fn drop(&mut self) {
-        self.accept.abort();
-    }
+    server: Server,
 }
 
 impl Simulator {
@@ -298,7 +303,6 @@ impl Simulator {
     /// Starts on the given address.
     pub async fn start_on(addr: SocketAddr, scenario: Scenario) -> std::io::Result<Simulator> {
         let listener = TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 scenario,
@@ -312,39 +316,21 @@ impl Simulator {
                 max_in_flight: 0,
             }),
         });
-        let accept_shared = Arc::clone(&shared);
-        let accept = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    // Out of file descriptors or similar: back off instead of spinning.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                };
-                let shared = Arc::clone(&accept_shared);
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| handle(Arc::clone(&shared), req));
-                    // Errors here are clients going away or deliberate drops; nothing to report.
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Ok(Simulator {
-            addr,
-            shared,
-            accept,
-        })
+        let handler_shared = Arc::clone(&shared);
+        let server = serve(listener, move |req| {
+            handle(Arc::clone(&handler_shared), req)
+        })?;
+        Ok(Simulator { shared, server })
     }
 
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr
     }
 
     /// The endpoint URL to configure the exporter with.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.url()
     }
 
     /// Replaces one digest's task list.
@@ -431,6 +417,68 @@ impl Simulator {
 
 type SimBody = BoxBody<Bytes, Infallible>;
 
+/// A loopback HTTP/1 server: an accept loop serving every connection with one handler. Dropping
+/// it stops accepting; open connections run on, so an answer in flight is never cut off.
+struct Server {
+    addr: SocketAddr,
+    accept: JoinHandle<()>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+impl Server {
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// Binds an ephemeral loopback port, so parallel tests never collide.
+async fn bind_loopback() -> std::io::Result<TcpListener> {
+    TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await
+}
+
+/// Serves `listener` with `handler` until the returned [`Server`] is dropped.
+fn serve<H, F, E>(listener: TcpListener, handler: H) -> std::io::Result<Server>
+where
+    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+    F: Future<Output = Result<Response<SimBody>, E>> + Send + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let addr = listener.local_addr()?;
+    let handler = Arc::new(handler);
+    let accept = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                // Out of file descriptors or similar: back off instead of spinning.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let handler = Arc::clone(&handler);
+            tokio::spawn(async move {
+                let service = service_fn(move |req| handler(req));
+                // Errors here are clients going away or deliberate drops; nothing to report.
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(Server { addr, accept })
+}
+
+/// Reads a whole request body, refusing more than the simulators ever need.
+async fn read_body(body: Incoming) -> Option<Bytes> {
+    Limited::new(body, MAX_REQUEST_BODY)
+        .collect()
+        .await
+        .ok()
+        .map(|b| b.to_bytes())
+}
+
 /// An error that makes hyper close the connection without answering.
 #[derive(Debug)]
 struct DropConnection;
@@ -463,9 +511,9 @@ async fn handle(
     }
     let _in_flight = InFlight(Arc::clone(&shared));
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
+    let body = match read_body(body).await {
+        Some(b) => b,
+        None => {
             return Ok(error_response(
                 400,
                 "InvalidParameter",
@@ -596,7 +644,7 @@ fn take_fault(st: &mut State, digest: &str) -> Option<Fault> {
 }
 
 fn reply_body(scenario: &Scenario, digest: &str) -> Value {
-    let request_id = uuid::Uuid::new_v4().to_string().to_ascii_uppercase();
+    let request_id = request_id();
     match scenario.digests.get(digest) {
         Some(DigestReply::Task(v)) => json!({"RequestId": request_id, "Task": v}),
         Some(DigestReply::NoTaskKey) => json!({"RequestId": request_id}),
@@ -697,33 +745,12 @@ fn authenticate(
             )
         }
         None => {
-            for p in [
-                "AccessKeyId",
-                "Action",
-                "Version",
-                "Timestamp",
-                "SignatureNonce",
-                "SignatureMethod",
-                "SignatureVersion",
-                "Signature",
-            ] {
-                if !query.contains_key(p) {
-                    return Err(Rejection::missing(p));
-                }
-            }
+            require(query, &V1_REQUIRED)?;
             check_api(
                 query.get("Action").map(String::as_str),
                 query.get("Version").map(String::as_str),
             )?;
-            if query.get("SignatureMethod").map(String::as_str) != Some("HMAC-SHA1")
-                || query.get("SignatureVersion").map(String::as_str) != Some("1.0")
-            {
-                return Err(Rejection::new(
-                    400,
-                    "InvalidParameter",
-                    "SignatureMethod must be HMAC-SHA1 and SignatureVersion 1.0.",
-                ));
-            }
+            check_v1_method(query)?;
             (
                 Auth::V1,
                 query.get("Timestamp").cloned().unwrap_or_default(),
@@ -737,39 +764,12 @@ fn authenticate(
         Auth::V3(a) => a.credential.clone(),
         Auth::V1 => query.get("AccessKeyId").cloned().unwrap_or_default(),
     };
-    let Some(key) = st.scenario.keys.iter().find(|k| k.id == key_id).cloned() else {
-        return Err(Rejection::new(
-            404,
-            "InvalidAccessKeyId.NotFound",
-            "Specified access key is not found.",
-        ));
-    };
-
-    let Ok(ts) = NaiveDateTime::parse_from_str(&timestamp, "%Y-%m-%dT%H:%M:%SZ") else {
-        return Err(Rejection::new(
-            400,
-            "InvalidTimeStamp.Format",
-            "Specified time stamp or date value is not well formatted.",
-        ));
-    };
-    let skew = (Utc::now() - ts.and_utc()).abs();
-    if skew.to_std().map_or(true, |s| s > TIMESTAMP_WINDOW) {
-        return Err(Rejection::new(
-            400,
-            "InvalidTimeStamp.Expired",
-            "Specified time stamp or date value is expired.",
-        ));
-    }
+    let key = find_key(&st.scenario.keys, &key_id)?;
+    check_timestamp(&timestamp, Utc::now())?;
 
     let method = method.as_str();
     let valid = match &auth {
-        Auth::V1 => {
-            let mut params = query.clone();
-            let given = params.remove("Signature").unwrap_or_default();
-            let expected =
-                signing::v1_signature(&key.secret, &signing::v1_string_to_sign(method, &params));
-            given == expected
-        }
+        Auth::V1 => v1_signature_matches(method, query, &key.secret),
         Auth::V3(a) => {
             let mut signed = BTreeMap::new();
             for name in a.signed_headers.split(';') {
@@ -792,19 +792,98 @@ fn authenticate(
     if !valid {
         return Err(Rejection::mismatch());
     }
+    check_security_token(&key, token.as_deref())?;
+    spend_nonce(&mut st.nonces, nonce)
+}
 
-    if key.security_token.is_some() && key.security_token != token {
+/// The common parameters of a V1-signed request, in the order their absence is reported.
+const V1_REQUIRED: [&str; 8] = [
+    "AccessKeyId",
+    "Action",
+    "Version",
+    "Timestamp",
+    "SignatureNonce",
+    "SignatureMethod",
+    "SignatureVersion",
+    "Signature",
+];
+
+fn require(params: &BTreeMap<String, String>, names: &[&str]) -> Result<(), Rejection> {
+    match names.iter().find(|n| !params.contains_key(**n)) {
+        Some(name) => Err(Rejection::missing(name)),
+        None => Ok(()),
+    }
+}
+
+fn check_v1_method(params: &BTreeMap<String, String>) -> Result<(), Rejection> {
+    if params.get("SignatureMethod").map(String::as_str) != Some("HMAC-SHA1")
+        || params.get("SignatureVersion").map(String::as_str) != Some("1.0")
+    {
+        return Err(Rejection::new(
+            400,
+            "InvalidParameter",
+            "SignatureMethod must be HMAC-SHA1 and SignatureVersion 1.0.",
+        ));
+    }
+    Ok(())
+}
+
+fn find_key(keys: &[SimKey], id: &str) -> Result<SimKey, Rejection> {
+    keys.iter().find(|k| k.id == id).cloned().ok_or_else(|| {
+        Rejection::new(
+            404,
+            "InvalidAccessKeyId.NotFound",
+            "Specified access key is not found.",
+        )
+    })
+}
+
+fn check_timestamp(timestamp: &str, now: DateTime<Utc>) -> Result<(), Rejection> {
+    let Ok(ts) = NaiveDateTime::parse_from_str(timestamp, "%Y-%m-%dT%H:%M:%SZ") else {
+        return Err(Rejection::new(
+            400,
+            "InvalidTimeStamp.Format",
+            "Specified time stamp or date value is not well formatted.",
+        ));
+    };
+    let skew = (now - ts.and_utc()).abs();
+    if skew.to_std().map_or(true, |s| s > TIMESTAMP_WINDOW) {
+        return Err(Rejection::new(
+            400,
+            "InvalidTimeStamp.Expired",
+            "Specified time stamp or date value is expired.",
+        ));
+    }
+    Ok(())
+}
+
+/// Recomputes the V1 signature over exactly the parameters received, so anything the client
+/// signed differently from what it sent shows up as a mismatch.
+fn v1_signature_matches(method: &str, params: &BTreeMap<String, String>, secret: &str) -> bool {
+    let mut params = params.clone();
+    let Some(given) = params.remove("Signature") else {
+        return false;
+    };
+    given == signing::v1_signature(secret, &signing::v1_string_to_sign(method, &params))
+}
+
+fn check_security_token(key: &SimKey, token: Option<&str>) -> Result<(), Rejection> {
+    if key.security_token.is_some() && key.security_token.as_deref() != token {
         return Err(Rejection::new(
             400,
             "InvalidSecurityToken.MismatchWithAccessKey",
             "The security token does not match the access key.",
         ));
     }
+    Ok(())
+}
 
+/// Spends a nonce; only correctly signed requests get here, so a forged request cannot burn one.
+fn spend_nonce(nonces: &mut HashMap<String, Instant>, nonce: String) -> Result<(), Rejection> {
     let now = Instant::now();
-    st.nonces
-        .retain(|_, seen| now.duration_since(*seen) < TIMESTAMP_WINDOW * 2);
-    if st.nonces.insert(nonce, now).is_some() {
+    // Forgetting nonces older than any acceptable timestamp keeps the map bounded.
+    nonces.retain(|_, seen| now.duration_since(*seen) < TIMESTAMP_WINDOW * 2);
+    if nonces.insert(nonce, now).is_some() {
         return Err(Rejection::new(
             400,
             "SignatureNonceUsed",
@@ -860,18 +939,41 @@ fn parse_v3_authorization(value: &str) -> Option<V3Auth> {
 
 /// Decodes a query string; `+` is a literal plus (the signing rules never produce it for space).
 fn parse_query(q: &str) -> BTreeMap<String, String> {
+    decode_pairs(q, false)
+}
+
+/// Decodes an `application/x-www-form-urlencoded` body, where `+` stands for a space: generic
+/// HTTP clients encode forms that way, and a token's own `+` arrives as `%2B`.
+fn parse_form(body: &str) -> BTreeMap<String, String> {
+    decode_pairs(body, true)
+}
+
+fn decode_pairs(q: &str, plus_is_space: bool) -> BTreeMap<String, String> {
+    let dec = |s: &str| {
+        let s = if plus_is_space {
+            s.replace('+', " ")
+        } else {
+            s.to_owned()
+        };
+        percent_encoding::percent_decode_str(&s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
     q.split('&')
         .filter(|p| !p.is_empty())
         .map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let dec = |s: &str| {
-                percent_encoding::percent_decode_str(s)
-                    .decode_utf8_lossy()
-                    .into_owned()
-            };
             (dec(k), dec(v))
         })
         .collect()
+}
+
+fn text_response(status: u16, body: String) -> Response<SimBody> {
+    Response::builder()
+        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header("content-type", "text/plain;charset=utf-8")
+        .body(Full::new(Bytes::from(body)).boxed())
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
 }
 
 fn json_response(status: u16, body: String, retry_after_ms: Option<u64>) -> Response<SimBody> {
@@ -892,14 +994,74 @@ fn error_response(
     message: &str,
     retry_after_ms: Option<u64>,
 ) -> Response<SimBody> {
+    product_error_response(Product::SAS, status, code, message, retry_after_ms)
+}
+
+/// Which API an error body claims to come from, as the real `HostId` and `Recommend` show.
+struct Product {
+    host: &'static str,
+    name: &'static str,
+}
+
+impl Product {
+    const SAS: Product = Product {
+        host: "tds.simulator.local",
+        name: "Sas",
+    };
+    const STS: Product = Product {
+        host: "sts.simulator.local",
+        name: "Sts",
+    };
+}
+
+fn product_error_response(
+    product: Product,
+    status: u16,
+    code: &str,
+    message: &str,
+    retry_after_ms: Option<u64>,
+) -> Response<SimBody> {
     let body = json!({
-        "RequestId": uuid::Uuid::new_v4().to_string().to_ascii_uppercase(),
-        "HostId": "tds.simulator.local",
+        "RequestId": request_id(),
+        "HostId": product.host,
         "Code": code,
         "Message": message,
-        "Recommend": format!("https://api.aliyun.com/troubleshoot?q={code}&product=Sas"),
+        "Recommend": format!(
+            "https://api.aliyun.com/troubleshoot?q={code}&product={}",
+            product.name
+        ),
     });
     json_response(status, body.to_string(), retry_after_ms)
+}
+
+/// A request ID in the service's format (an upper-case UUID).
+fn request_id() -> String {
+    uuid::Uuid::new_v4().to_string().to_ascii_uppercase()
+}
+
+/// A fresh set of STS-style credentials, as both STS and the metadata service hand out: the
+/// token is base64 with `+`, `/` and `=`, so clients that mis-encode it fail visibly.
+fn new_sts_key() -> SimKey {
+    use base64::Engine as _;
+    let random = |n: usize| -> Vec<u8> {
+        (0..n.div_ceil(16))
+            .flat_map(|_| *uuid::Uuid::new_v4().as_bytes())
+            .take(n)
+            .collect()
+    };
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let alnum = |n: usize| -> String {
+        b64(&random(n * 2))
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(n)
+            .collect()
+    };
+    SimKey {
+        id: format!("STS.NX{}", alnum(22)),
+        secret: alnum(44),
+        security_token: Some(format!("CAIS{}", b64(&random(180)))),
+    }
 }
 
 fn oversized_response(bytes: usize, chunked: bool) -> Response<SimBody> {
