@@ -17,6 +17,7 @@ pub mod shutdown;
 pub mod signing;
 pub mod simulator;
 pub mod state;
+pub mod status_page;
 
 /// Version, git revision and compiler, for --version and sas_exporter_build_info.
 pub mod build_info {
