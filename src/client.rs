@@ -92,6 +92,7 @@ impl ApiError {
     pub fn class(&self) -> ErrorClass {
         match self {
             ApiError::Service { code, status, .. } => classify_code(code, *status),
+            ApiError::HttpStatus { status: 429, .. } => ErrorClass::Throttled,
             ApiError::HttpStatus { status, .. } if *status >= 500 => ErrorClass::Retryable,
             ApiError::Timeout(_) | ApiError::Connect(_) => ErrorClass::Retryable,
             ApiError::HttpStatus { .. }
@@ -309,15 +310,17 @@ impl SasClient {
         if e.is_timeout() {
             ApiError::Timeout(self.options.timeout)
         } else {
-            ApiError::Connect(error_chain(&e))
+            ApiError::Connect(error_chain(e))
         }
     }
 }
 
-/// An error with all its causes: reqwest's top-level text alone only says "error sending request".
-pub fn error_chain(e: &dyn std::error::Error) -> String {
+/// An HTTP error with all its causes (reqwest's top-level text alone only says "error sending
+/// request"), without the request URL: a V1-signed URL carries the STS token.
+pub fn error_chain(e: reqwest::Error) -> String {
+    let e = e.without_url();
     let mut msg = e.to_string();
-    let mut source = e.source();
+    let mut source = std::error::Error::source(&e);
     while let Some(s) = source {
         msg = format!("{msg}: {s}");
         source = s.source();
@@ -332,6 +335,22 @@ pub enum CappedReadError {
     TooLarge,
     /// The connection failed or timed out while reading.
     Transport(reqwest::Error),
+}
+
+impl std::fmt::Display for CappedReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CappedReadError::TooLarge => f.write_str("the answer is larger than allowed"),
+            CappedReadError::Transport(e) => {
+                // The URL may carry a signed token; reqwest's Display would print it.
+                let mut msg = e.to_string();
+                if let Some(url) = e.url() {
+                    msg = msg.replace(url.as_str(), "<url>");
+                }
+                f.write_str(&msg)
+            }
+        }
+    }
 }
 
 /// Reads a response body, failing as soon as it would exceed `cap` bytes: a hostile or broken

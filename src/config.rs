@@ -87,6 +87,8 @@ const DEFAULT_INTERVAL: Duration = Duration::from_secs(600);
 const DEFAULT_ACTIVE_INTERVAL: Duration = Duration::from_secs(30);
 const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 const MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest refresh interval accepted (a week).
+const MAX_INTERVAL: Duration = Duration::from_secs(7 * 24 * 3600);
 // humantime accepts nanoseconds; a sub-millisecond HTTP timeout can only be a typo.
 const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 
@@ -426,6 +428,17 @@ pub fn parse_targets(
 
 /// Merges target lists from several files: identical duplicates collapse, conflicting ones are problems.
 pub fn dedupe_targets(targets: Vec<Target>) -> Result<Vec<Target>, Vec<Problem>> {
+    let (kept, problems) = merge_targets(targets);
+    if problems.is_empty() {
+        Ok(kept)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Merges target lists: identical duplicates collapse, and of conflicting ones the first is kept
+/// and each later one is reported (a reload must go on with what is consistent).
+pub fn merge_targets(targets: Vec<Target>) -> (Vec<Target>, Vec<Problem>) {
     let mut first: HashMap<String, usize> = HashMap::new();
     let mut kept: Vec<Target> = Vec::with_capacity(targets.len());
     let mut problems = Vec::new();
@@ -454,11 +467,7 @@ pub fn dedupe_targets(targets: Vec<Target>) -> Result<Vec<Target>, Vec<Problem>>
             }
         }
     }
-    if problems.is_empty() {
-        Ok(kept)
-    } else {
-        Err(problems)
-    }
+    (kept, problems)
 }
 
 fn parse_config(
@@ -1029,8 +1038,19 @@ impl<'a> Decoder<'a> {
     fn polling(&mut self, m: &MarkedMappingNode) -> PollingConfig {
         let p = "polling";
         self.check_keys(m, p, POLLING_KEYS);
-        let interval = self.value(m, "interval", p, duration_in(MIN_INTERVAL, None));
-        let active = self.value(m, "active_interval", p, duration_in(MIN_INTERVAL, None));
+        // An upper bound keeps due-time arithmetic far from overflow.
+        let interval = self.value(
+            m,
+            "interval",
+            p,
+            duration_in(MIN_INTERVAL, Some(MAX_INTERVAL)),
+        );
+        let active = self.value(
+            m,
+            "active_interval",
+            p,
+            duration_in(MIN_INTERVAL, Some(MAX_INTERVAL)),
+        );
         let effective_interval = interval.resolved(DEFAULT_INTERVAL);
         if let (Field::Set(a, at), Some(i)) = (&active, effective_interval) {
             if *a > i {
@@ -1403,9 +1423,11 @@ where
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
+    // Below one request in ~17 minutes nothing useful happens; the bounds also keep the rate
+    // limiter's arithmetic finite.
     match s.parse::<f64>() {
-        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
-        _ => Err(format!("expected a number greater than 0, got {s:?}")),
+        Ok(r) if (0.001..=10_000.0).contains(&r) => Ok(r),
+        _ => Err(format!("expected a number from 0.001 to 10000, got {s:?}")),
     }
 }
 

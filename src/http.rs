@@ -24,15 +24,16 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::exporter::Reloader;
 use crate::metrics::{Exposition, accepts_gzip, negotiate};
 use crate::shutdown::Shutdown;
 use crate::state::Store;
 use crate::status_page;
 
 /// Most connections served at once; further clients wait in the listen backlog.
-pub const MAX_CONNECTIONS: usize = 256;
+pub const MAX_CONNECTIONS: usize = 1024;
 /// A client must send its request headers within this time.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest request head accepted (hyper answers 431 beyond it).
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// How long open connections get to finish at shutdown.
@@ -47,6 +48,8 @@ pub struct App {
     pub store: Arc<Store>,
     /// Path of the metrics endpoint.
     pub telemetry_path: String,
+    /// Serves `POST /-/reload` when lifecycle endpoints are enabled.
+    pub reloader: Option<Arc<Reloader>>,
 }
 
 /// A response body made of shared chunks, sent without copying them.
@@ -207,7 +210,7 @@ async fn accept_loop(
         let app = Arc::clone(&app);
         let service = service_fn(move |req| {
             let app = Arc::clone(&app);
-            async move { Ok::<_, Infallible>(handle(&app, &req)) }
+            async move { Ok::<_, Infallible>(handle(&app, &req).await) }
         });
         let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
@@ -232,8 +235,11 @@ fn text(status: StatusCode, body: &'static str) -> Response<ChunksBody> {
 }
 
 /// Routes one request.
-pub fn handle(app: &App, req: &Request<Incoming>) -> Response<ChunksBody> {
+pub async fn handle(app: &App, req: &Request<Incoming>) -> Response<ChunksBody> {
     let path = req.uri().path();
+    if path == "/-/reload" {
+        return reload(app, req.method()).await;
+    }
     let known = path == app.telemetry_path || matches!(path, "/" | "/-/healthy" | "/-/ready");
     if !known {
         return text(StatusCode::NOT_FOUND, "404 page not found\n");
@@ -259,6 +265,33 @@ pub fn handle(app: &App, req: &Request<Incoming>) -> Response<ChunksBody> {
             StatusCode::OK,
             "text/html; charset=utf-8",
             status_page::render(&app.store.load(), &app.telemetry_path).into(),
+        ),
+    }
+}
+
+async fn reload(app: &App, method: &Method) -> Response<ChunksBody> {
+    let Some(reloader) = &app.reloader else {
+        return text(
+            StatusCode::FORBIDDEN,
+            "Lifecycle APIs are not enabled; start with --web.enable-lifecycle.\n",
+        );
+    };
+    if method != Method::POST && method != Method::PUT {
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST, PUT"));
+        return r;
+    }
+    match reloader.reload().await {
+        Ok(summary) => response(
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            format!("reloaded: {summary}\n").into(),
+        ),
+        Err(e) => response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain; charset=utf-8",
+            format!("reload rejected; the previous configuration stays in effect:\n{e}\n").into(),
         ),
     }
 }

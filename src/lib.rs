@@ -10,6 +10,7 @@ pub mod exporter;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod persist;
 pub mod process;
 pub mod scan;
 pub mod scheduler;
@@ -18,6 +19,7 @@ pub mod signing;
 pub mod simulator;
 pub mod state;
 pub mod status_page;
+pub mod targets;
 
 /// Version, git revision and compiler, for --version and sas_exporter_build_info.
 pub mod build_info {

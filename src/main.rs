@@ -8,6 +8,7 @@ use sas_image_scan_exporter::config::Config;
 use sas_image_scan_exporter::demo::Demo;
 use sas_image_scan_exporter::exporter::{Exporter, Options};
 use sas_image_scan_exporter::logging::{self, LogFormat, LogLevel};
+use sas_image_scan_exporter::targets::{Shard, TargetFiles, hostname};
 use sas_image_scan_exporter::{build_info, http};
 
 /// Prometheus exporter for Alibaba Cloud Security Center image scan tasks.
@@ -61,6 +62,22 @@ struct Cli {
     /// Run against the built-in Security Center simulator; no account or config needed.
     #[arg(long = "demo")]
     demo: bool,
+    /// Enable POST /-/reload.
+    #[arg(
+        long = "web.enable-lifecycle",
+        env = "SAS_EXPORTER_WEB_ENABLE_LIFECYCLE"
+    )]
+    enable_lifecycle: bool,
+    /// Number of instances sharing the digests.
+    #[arg(
+        long = "shard.total",
+        env = "SAS_EXPORTER_SHARD_TOTAL",
+        default_value_t = 1
+    )]
+    shard_total: u64,
+    /// This instance's shard, 0..shard.total; default: the hostname's -N suffix.
+    #[arg(long = "shard.index", env = "SAS_EXPORTER_SHARD_INDEX")]
+    shard_index: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -85,17 +102,22 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(1);
     }
+    // Bad address syntax is a bad flag (exit 1); only a failing bind exits 2.
+    for address in &cli.listen_addresses {
+        if let Err(e) = http::parse_listen_address(address) {
+            eprintln!("--web.listen-address: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    let shard = match Shard::from_flags(cli.shard_total, cli.shard_index, hostname().as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
     if cli.config_check {
-        return match Config::load(&cli.config_file) {
-            Ok(config) => {
-                println!("{}", config.summary());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::from(1)
-            }
-        };
+        return config_check(&cli.config_file);
     }
     if let Err(e) = logging::init(cli.log_level, cli.log_format) {
         eprintln!("cannot set up logging: {e}");
@@ -111,10 +133,38 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    runtime.block_on(run(cli))
+    runtime.block_on(run(cli, shard))
 }
 
-async fn run(cli: Cli) -> ExitCode {
+/// `--config.check`: the config and every target file must be valid.
+fn config_check(path: &std::path::Path) -> ExitCode {
+    let mut config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let env = |name: &str| std::env::var(name).ok();
+    let assembled = TargetFiles::default().assemble(&config, base, Shard::default(), &env);
+    if !assembled.problems.is_empty() {
+        eprintln!(
+            "{} problem(s) in the target files:\n{}",
+            assembled.problems.len(),
+            assembled.problems.join("\n")
+        );
+        return ExitCode::from(1);
+    }
+    config.targets = assembled.targets;
+    println!("{}", config.summary());
+    ExitCode::SUCCESS
+}
+
+async fn run(cli: Cli, shard: Shard) -> ExitCode {
     let mut _demo = None;
     let config = if cli.demo {
         let demo = match Demo::start().await {
@@ -159,6 +209,9 @@ async fn run(cli: Cli) -> ExitCode {
 
     let options = Options {
         telemetry_path: cli.telemetry_path,
+        config_path: (!cli.demo).then(|| cli.config_file.clone()),
+        shard,
+        enable_lifecycle: cli.enable_lifecycle,
         ..Options::default()
     };
     let exporter = match Exporter::start(&config, listeners, options).await {
@@ -171,7 +224,7 @@ async fn run(cli: Cli) -> ExitCode {
     // The scheduler holds its own copy of every target.
     drop(config);
     release_freed_memory();
-    if let Err(e) = wait_for_signal().await {
+    if let Err(e) = serve_signals(&exporter).await {
         tracing::error!(error = %e, "cannot wait for signals; shutting down");
     }
     tracing::info!("shutting down");
@@ -189,13 +242,20 @@ fn release_freed_memory() {
     }
 }
 
-async fn wait_for_signal() -> std::io::Result<()> {
+/// Reloads on SIGHUP; returns on SIGTERM or SIGINT.
+async fn serve_signals(exporter: &Exporter) -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = hup.recv() => {
+                // The outcome is logged by the reloader.
+                let _ = exporter.reload().await;
+            }
+        }
     }
-    Ok(())
 }

@@ -24,7 +24,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::build_info;
-use crate::credentials::CredentialsProvider;
+use crate::exporter::ProviderHandle;
 use crate::process::ProcessCollector;
 use crate::scan::{ScanStatus, ScanTask};
 use crate::state::{Snapshot, Store, unix_now};
@@ -101,6 +101,11 @@ struct ActionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct FileLabels {
+    file: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
 struct ErrorLabels {
     action: String,
     code: String,
@@ -118,6 +123,7 @@ pub struct ExporterMetrics {
     durations: Family<ActionLabels, Histogram, fn() -> Histogram>,
     reload_ok: Gauge,
     reload_ts: Gauge<f64, std::sync::atomic::AtomicU64>,
+    target_files: Family<FileLabels, Gauge>,
     codes_seen: Mutex<HashSet<String>>,
 }
 
@@ -129,6 +135,7 @@ impl Default for ExporterMetrics {
             durations: Family::new_with_constructor(duration_histogram),
             reload_ok: Gauge::default(),
             reload_ts: Gauge::default(),
+            target_files: Family::default(),
             codes_seen: Mutex::new(HashSet::new()),
         }
     }
@@ -173,6 +180,18 @@ impl ExporterMetrics {
         }
     }
 
+    /// Records the outcome of the last read of each target file (files no longer matched vanish).
+    pub fn target_files(&self, files: &[crate::targets::FileStatus]) {
+        self.target_files.clear();
+        for f in files {
+            self.target_files
+                .get_or_create(&FileLabels {
+                    file: f.path.display().to_string(),
+                })
+                .set(i64::from(f.error.is_none()));
+        }
+    }
+
     /// Records the outcome of a configuration (re)load.
     pub fn config_loaded(&self, ok: bool) {
         self.reload_ok.set(i64::from(ok));
@@ -200,11 +219,7 @@ struct VersionCache {
 
 impl Exposition {
     /// Builds the exposition over a store and the exporter's metrics.
-    pub fn new(
-        store: Arc<Store>,
-        metrics: &ExporterMetrics,
-        credentials: Arc<dyn CredentialsProvider>,
-    ) -> Self {
+    pub fn new(store: Arc<Store>, metrics: &ExporterMetrics, credentials: ProviderHandle) -> Self {
         let mut live = Registry::default();
         live.register(
             "sas_exporter_api_requests",
@@ -230,6 +245,11 @@ impl Exposition {
             "sas_exporter_config_last_reload_success_timestamp_seconds",
             "When the configuration was last loaded successfully",
             metrics.reload_ts.clone(),
+        );
+        live.register(
+            "sas_exporter_target_file_last_load_successful",
+            "Whether the last read of each target file succeeded (a failed file keeps its previous targets)",
+            metrics.target_files.clone(),
         );
         live.register_collector(Box::new(LiveCollector {
             store: Arc::clone(&store),
@@ -284,7 +304,7 @@ impl Exposition {
 #[derive(Debug)]
 struct LiveCollector {
     store: Arc<Store>,
-    credentials: Arc<dyn CredentialsProvider>,
+    credentials: ProviderHandle,
 }
 
 impl Collector for LiveCollector {
@@ -300,8 +320,9 @@ impl Collector for LiveCollector {
             )?
             .encode_gauge(&overdue)?;
 
-        let status = self.credentials.status();
-        let provider = [("provider", self.credentials.name())];
+        let credentials = Arc::clone(&self.credentials.read().unwrap_or_else(|p| p.into_inner()));
+        let status = credentials.status();
+        let provider = [("provider", credentials.name())];
         encoder
             .encode_descriptor(
                 "sas_exporter_credentials_refreshes",
@@ -409,7 +430,8 @@ const TASK_GAUGES: [(&str, &str, Value); 5] = [
         "sas_image_scan_duration_seconds",
         "Duration of the latest scan task in seconds (FinishTime - StartTime), for ended tasks",
         |t| match (t.status.is_terminal(), t.start_time_ms, t.finish_time_ms) {
-            (true, Some(s), Some(f)) if f >= s => Some((f - s) as f64 / 1000.0),
+            // checked_sub: both values come from the API and may be anything.
+            (true, Some(s), Some(f)) if f >= s => f.checked_sub(s).map(|d| d as f64 / 1000.0),
             _ => None,
         },
     ),
@@ -522,7 +544,7 @@ impl Collector for SnapshotCollector {
 
         let mut m = encoder.encode_descriptor(
             "sas_image_scan_up",
-            "1 if the last poll of this digest succeeded, else 0 (the other series then keep the last good values)",
+            "1 if the last poll of this digest succeeded, else 0 (the other series then keep the last good values); refreshed in the background, not at scrape time",
             None,
             MetricType::Gauge,
         )?;
@@ -538,7 +560,7 @@ impl Collector for SnapshotCollector {
 
         let mut m = encoder.encode_descriptor(
             "sas_image_scan_last_success_timestamp_seconds",
-            "When this digest's data was last refreshed successfully, Unix seconds",
+            "When this digest's data was last refreshed successfully, Unix seconds (refreshed in the background, not at scrape time)",
             None,
             MetricType::Gauge,
         )?;

@@ -12,7 +12,10 @@ use serde::de::{self, Deserializer, Visitor};
 use serde_json::Value;
 
 /// The state of a scan task as the exporter reports it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ScanStatus {
     /// `START`
     Start,
@@ -45,9 +48,9 @@ impl ScanStatus {
         ScanStatus::Unknown,
     ];
 
-    /// Maps the API's string; unrecognised values become `Unknown`.
+    /// Maps the API's string exactly (SPEC 4); anything else becomes `Unknown`.
     pub fn from_api(raw: &str) -> ScanStatus {
-        match raw.trim().to_ascii_uppercase().as_str() {
+        match raw {
             "START" => ScanStatus::Start,
             "MESSAGE_SEND" => ScanStatus::MessageSend,
             "PRE_ANALYZER" => ScanStatus::PreAnalyzer,
@@ -99,8 +102,8 @@ impl fmt::Display for ScanStatus {
     }
 }
 
-/// The latest scan task of one digest, as parsed from the API.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The latest scan task of one digest, as parsed from the API (and as kept in the state file).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ScanTask {
     /// Mapped status.
     pub status: ScanStatus,

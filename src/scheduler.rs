@@ -4,8 +4,8 @@
 //! Results land in the scheduler's map and are published as snapshots; scrapes never call the API
 //! and polling never waits for a scrape.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -63,7 +63,9 @@ impl RateLimiter {
             let mut b = self.lock();
             let now = Instant::now();
             let slot = b.next_slot.max(now);
-            b.next_slot = slot + Duration::from_secs_f64(1.0 / b.rate);
+            // The config bounds the rate; the cap only guards the arithmetic.
+            let gap = Duration::try_from_secs_f64(1.0 / b.rate).unwrap_or(BACKOFF_CAP);
+            b.next_slot = slot + gap.min(Duration::from_secs(3600));
             slot
         };
         tokio::time::sleep_until(slot).await;
@@ -94,6 +96,14 @@ impl RateLimiter {
     pub fn rate(&self) -> f64 {
         self.lock().rate
     }
+
+    /// Applies a new configured rate (a reload); a throttled rate stays proportionally reduced.
+    pub fn set_base(&self, requests_per_second: f64) {
+        let mut b = self.lock();
+        let ratio = b.rate / b.base;
+        b.base = requests_per_second;
+        b.rate = requests_per_second * ratio;
+    }
 }
 
 /// Full-jitter exponential backoff for retry number `attempt` (0-based).
@@ -113,15 +123,15 @@ struct Inner {
     targets: BTreeMap<String, Arc<TargetState>>,
     due: BTreeSet<(Instant, String)>,
     version: u64,
-    started_at: f64,
     unknown_statuses: HashSet<String>,
 }
 
 struct Shared {
-    client: SasClient,
-    polling: PollingConfig,
+    client: RwLock<SasClient>,
+    polling: RwLock<PollingConfig>,
     limiter: RateLimiter,
     permits: Arc<Semaphore>,
+    concurrency: Mutex<usize>,
     metrics: Arc<ExporterMetrics>,
     store: Arc<Store>,
     inner: Mutex<Inner>,
@@ -134,13 +144,26 @@ impl Shared {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn polling(&self) -> PollingConfig {
+        self.polling
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn client(&self) -> SasClient {
+        self.client
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     fn publish(&self) {
-        let snapshot = {
-            let mut inner = self.lock();
-            inner.version += 1;
-            Snapshot::new(inner.version, &inner.targets, inner.started_at)
-        };
-        self.store.publish(snapshot);
+        // Stored under the lock, so two publishers cannot swap an older snapshot over a newer one.
+        let mut inner = self.lock();
+        inner.version += 1;
+        self.store
+            .publish(Snapshot::new(inner.version, &inner.targets));
     }
 }
 
@@ -157,11 +180,14 @@ impl std::fmt::Debug for Scheduler {
 }
 
 impl Scheduler {
-    /// A scheduler with every target due at once; publishes the first (empty-data) snapshot.
+    /// A scheduler over `targets`. Digests found in `restored` (the state file) start with their
+    /// saved data and are due when their refresh interval since the saved fetch has passed; all
+    /// others are due at once. Publishes the first snapshot.
     pub fn new(
         client: SasClient,
         polling: PollingConfig,
         targets: &[Target],
+        restored: &HashMap<String, TargetState>,
         store: Arc<Store>,
         metrics: Arc<ExporterMetrics>,
     ) -> Self {
@@ -169,24 +195,22 @@ impl Scheduler {
         let mut map = BTreeMap::new();
         let mut due = BTreeSet::new();
         for t in targets {
-            map.insert(
-                t.digest.clone(),
-                Arc::new(TargetState::new(t, polling.interval)),
-            );
-            due.insert((now, t.digest.clone()));
+            let (state, at) = initial_state(t, restored.get(&t.digest), &polling, now);
+            map.insert(t.digest.clone(), Arc::new(state));
+            due.insert((at, t.digest.clone()));
         }
         let shared = Arc::new(Shared {
-            client,
+            client: RwLock::new(client),
             limiter: RateLimiter::new(polling.requests_per_second),
             permits: Arc::new(Semaphore::new(polling.concurrency)),
-            polling,
+            concurrency: Mutex::new(polling.concurrency),
+            polling: RwLock::new(polling),
             metrics,
             store,
             inner: Mutex::new(Inner {
                 targets: map,
                 due,
                 version: 0,
-                started_at: unix_now(),
                 unknown_statuses: HashSet::new(),
             }),
             wake: Notify::new(),
@@ -201,13 +225,82 @@ impl Scheduler {
         self.shared.limiter.rate()
     }
 
+    /// Applies a reloaded configuration: removed digests disappear from the next snapshot at
+    /// once, added ones are due at once, unchanged ones keep their data and schedule (labels may
+    /// change). Client, rate, concurrency and intervals take effect for the next request.
+    pub fn reconfigure(&self, client: SasClient, polling: PollingConfig, targets: &[Target]) {
+        let shared = &self.shared;
+        *shared.client.write().unwrap_or_else(|p| p.into_inner()) = client;
+        shared.limiter.set_base(polling.requests_per_second);
+        {
+            let mut current = shared.concurrency.lock().unwrap_or_else(|p| p.into_inner());
+            if polling.concurrency > *current {
+                shared.permits.add_permits(polling.concurrency - *current);
+            } else if polling.concurrency < *current {
+                // Take the surplus permits out of circulation as requests in flight return them.
+                let surplus = (*current - polling.concurrency) as u32;
+                let permits = Arc::clone(&shared.permits);
+                tokio::spawn(async move {
+                    if let Ok(p) = permits.acquire_many_owned(surplus).await {
+                        p.forget();
+                    }
+                });
+            }
+            *current = polling.concurrency;
+        }
+        *shared.polling.write().unwrap_or_else(|p| p.into_inner()) = polling.clone();
+
+        let now = Instant::now();
+        let mut inner = shared.lock();
+        let wanted: HashMap<&str, &Target> =
+            targets.iter().map(|t| (t.digest.as_str(), t)).collect();
+        let removed: HashSet<String> = inner
+            .targets
+            .keys()
+            .filter(|d| !wanted.contains_key(d.as_str()))
+            .cloned()
+            .collect();
+        if !removed.is_empty() {
+            inner.targets.retain(|d, _| !removed.contains(d));
+            inner.due.retain(|(_, d)| !removed.contains(d));
+        }
+        for t in targets {
+            match inner.targets.get(&t.digest) {
+                Some(existing) => {
+                    let fresh = TargetState::new(t, existing.refresh);
+                    if fresh.labels != existing.labels {
+                        let mut state = TargetState::clone(existing);
+                        state.labels = fresh.labels;
+                        inner.targets.insert(t.digest.clone(), Arc::new(state));
+                    }
+                }
+                None => {
+                    inner.targets.insert(
+                        t.digest.clone(),
+                        Arc::new(TargetState::new(t, polling.interval)),
+                    );
+                    inner.due.insert((now, t.digest.clone()));
+                }
+            }
+        }
+        drop(inner);
+        shared.publish();
+        shared.wake.notify_one();
+    }
+
     /// Polls until `shutdown` fires, then lets in-flight requests finish (at most `grace`) and
     /// publishes the final state.
     pub async fn run(&self, mut shutdown: Shutdown, grace: Duration) {
         let publisher = tokio::spawn(publish_loop(Arc::clone(&self.shared), shutdown.clone()));
         let mut polls = JoinSet::new();
         loop {
-            while polls.try_join_next().is_some() {}
+            while let Some(done) = polls.try_join_next() {
+                if let Err(e) = done
+                    && e.is_panic()
+                {
+                    tracing::error!("a poll task panicked; its digest was rescheduled");
+                }
+            }
             let next = self.shared.lock().due.first().cloned();
             let (at, digest) = match next {
                 None => {
@@ -282,6 +375,11 @@ async fn poll_digest(
     permit: OwnedSemaphorePermit,
     mut shutdown: Shutdown,
 ) {
+    let mut guard = PollGuard {
+        shared: Arc::clone(&shared),
+        digest: digest.clone(),
+        armed: true,
+    };
     let mut permit = Some(permit);
     let mut retries = 0u32;
     let mut nonce_retry_used = false;
@@ -302,7 +400,8 @@ async fn poll_digest(
             }
         };
         let started = Instant::now();
-        let result = shared.client.describe_image_latest_scan_task(&digest).await;
+        let client = shared.client();
+        let result = client.describe_image_latest_scan_task(&digest).await;
         drop(held);
         let err = match result {
             Ok(r) => {
@@ -328,12 +427,14 @@ async fn poll_digest(
             }
             ErrorClass::NonceReused => break Err(err),
             ErrorClass::Throttled | ErrorClass::Retryable
-                if retries < shared.polling.max_retries =>
+                if retries < shared.polling().max_retries =>
             {
                 if err.class() == ErrorClass::Throttled {
                     shared.limiter.throttled();
                 }
-                let wait = backoff(retries).max(err.retry_after().unwrap_or_default());
+                // A server may ask for any wait; more than the backoff cap would park the digest.
+                let asked = err.retry_after().unwrap_or_default().min(BACKOFF_CAP);
+                let wait = backoff(retries).max(asked);
                 retries += 1;
                 wait
             }
@@ -350,7 +451,67 @@ async fn poll_digest(
             _ = shutdown.wait() => return,
         }
     };
+    guard.armed = false;
     record(&shared, &digest, outcome);
+}
+
+/// Puts a digest back on the schedule if its poll task ends without recording an outcome (a panic,
+/// or an abort), so no digest is ever silently dropped from polling.
+struct PollGuard {
+    shared: Arc<Shared>,
+    digest: String,
+    armed: bool,
+}
+
+impl Drop for PollGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let interval = self.shared.polling().interval;
+        let mut inner = self.shared.lock();
+        if inner.targets.contains_key(&self.digest) {
+            inner
+                .due
+                .insert((Instant::now() + jittered(interval), self.digest.clone()));
+        }
+        drop(inner);
+        self.shared.wake.notify_one();
+    }
+}
+
+/// The refresh period that applies to a digest in this state.
+fn refresh_interval(state: &TargetState, polling: &PollingConfig) -> Duration {
+    if matches!(&state.data, Some(Some(t)) if t.status.is_active()) {
+        polling.active_interval
+    } else {
+        polling.interval
+    }
+}
+
+/// A target's first state and due time: restored from the state file when possible.
+fn initial_state(
+    target: &Target,
+    restored: Option<&TargetState>,
+    polling: &PollingConfig,
+    now: Instant,
+) -> (TargetState, Instant) {
+    let mut state = TargetState::new(target, polling.interval);
+    let Some(saved) = restored else {
+        return (state, now);
+    };
+    state.data = saved.data.clone();
+    state.last_success = saved.last_success;
+    state.up = saved.up;
+    state.last_error = saved.last_error.clone();
+    state.refresh = refresh_interval(&state, polling);
+    // Due when the saved fetch is one refresh interval old; the clock kept running while down.
+    let age = saved
+        .last_success
+        .map_or(f64::INFINITY, |t| (unix_now() - t).max(0.0));
+    let refresh = state.refresh.as_secs_f64();
+    let wait = (refresh - age).clamp(0.0, refresh);
+    (state, now + Duration::from_secs_f64(wait))
 }
 
 /// Stores a poll's outcome, reschedules the digest, and marks the snapshot dirty.
@@ -364,8 +525,10 @@ fn record(shared: &Shared, digest: &str, outcome: Result<ScanResult, ApiError>) 
     let mut state = TargetState::clone(current);
     match outcome {
         Ok(result) => {
+            // Bounded: a misbehaving API must not grow this set without limit.
             if let Some(task) = &result.task
                 && task.status == ScanStatus::Unknown
+                && inner.unknown_statuses.len() < 1000
                 && inner.unknown_statuses.insert(task.raw_status.clone())
             {
                 tracing::warn!(%digest, raw_status = %task.raw_status, "unknown scan status; reported as UNKNOWN");
@@ -393,12 +556,7 @@ fn record(shared: &Shared, digest: &str, outcome: Result<ScanResult, ApiError>) 
             state.last_error = Some(e.to_string());
         }
     }
-    let active = matches!(&state.data, Some(Some(t)) if t.status.is_active());
-    state.refresh = if active {
-        shared.polling.active_interval
-    } else {
-        shared.polling.interval
-    };
+    state.refresh = refresh_interval(&state, &shared.polling());
     let next = Instant::now() + jittered(state.refresh);
     inner.due.insert((next, digest.to_owned()));
     inner.targets.insert(digest.to_owned(), Arc::new(state));

@@ -33,6 +33,8 @@ pub struct TargetState {
     pub last_error: Option<String>,
     /// The refresh period that applies now (active or ended scan), for the overdue count.
     pub refresh: Duration,
+    /// When the exporter started watching this digest (overdue clock for never-fetched ones).
+    pub added_at: UnixSeconds,
 }
 
 impl TargetState {
@@ -49,6 +51,7 @@ impl TargetState {
             up: None,
             last_error: None,
             refresh,
+            added_at: unix_now(),
         }
     }
 
@@ -65,9 +68,6 @@ pub struct Snapshot {
     pub version: u64,
     /// Targets sorted by digest.
     pub targets: Vec<Arc<TargetState>>,
-    /// When the snapshot's exporter started tracking targets (for the overdue count of digests
-    /// never fetched).
-    pub started_at: UnixSeconds,
     /// True once every target has been polled (or restored) at least once.
     pub ready: bool,
     /// Sorted instants after which each target counts as overdue.
@@ -76,22 +76,17 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Builds a snapshot from the scheduler's map.
-    pub fn new(
-        version: u64,
-        targets: &BTreeMap<String, Arc<TargetState>>,
-        started_at: UnixSeconds,
-    ) -> Self {
+    pub fn new(version: u64, targets: &BTreeMap<String, Arc<TargetState>>) -> Self {
         let targets: Vec<Arc<TargetState>> = targets.values().cloned().collect();
         let mut overdue_after: Vec<UnixSeconds> = targets
             .iter()
-            .map(|t| t.last_success.unwrap_or(started_at) + 2.0 * t.refresh.as_secs_f64())
+            .map(|t| t.last_success.unwrap_or(t.added_at) + 2.0 * t.refresh.as_secs_f64())
             .collect();
         overdue_after.sort_by(f64::total_cmp);
         Snapshot {
             version,
             ready: targets.iter().all(|t| t.polled()),
             targets,
-            started_at,
             overdue_after,
         }
     }
@@ -151,7 +146,8 @@ mod tests {
         a.last_success = Some(1000.0);
         a.up = Some(true);
         a.data = Some(None);
-        let b = TargetState::new(&target('b'), Duration::from_secs(60));
+        let mut b = TargetState::new(&target('b'), Duration::from_secs(60));
+        b.added_at = 990.0;
         assert_eq!(
             a.labels,
             vec![
@@ -161,7 +157,7 @@ mod tests {
         );
         map.insert(a.digest.clone(), Arc::new(a));
         map.insert(b.digest.clone(), Arc::new(b));
-        let s = Snapshot::new(7, &map, 990.0);
+        let s = Snapshot::new(7, &map);
         assert!(!s.ready);
         // a: overdue after 1020; b (never fetched): after 990 + 120 = 1110.
         assert_eq!(s.overdue(1020.0), 0);

@@ -77,6 +77,11 @@ fn flags_and_exit_codes() {
     );
     assert!(v.contains("rustc "), "{v}");
     let out = Command::new(BIN)
+        .args(["--web.listen-address", ":notaport"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let out = Command::new(BIN)
         .args(["--log.format", "xml"])
         .output()
         .expect("run");

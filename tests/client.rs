@@ -726,3 +726,37 @@ async fn expired_credentials_send_nothing() {
     assert_eq!(e.metric_code(), None);
     assert_eq!(sim.total_requests(), 0);
 }
+
+#[tokio::test]
+async fn transport_errors_never_show_the_signed_url() {
+    // A V1-signed URL carries the STS token; reqwest's error text would include it.
+    let sim = start(Scenario::default()).await;
+    sim.inject(FaultScope::Global, Fault::action(FaultAction::Drop));
+    let token = "CAIS-secret-token-value";
+    let creds = Credentials::new(
+        SIM_ACCESS_KEY_ID,
+        SIM_ACCESS_KEY_SECRET,
+        Some(token.into()),
+        None,
+    );
+    let c = client_with(
+        &sim,
+        SignatureVersion::V1,
+        creds.clone(),
+        Duration::from_secs(2),
+    );
+    let e = c
+        .describe_image_latest_scan_task(D1)
+        .await
+        .expect_err("dropped");
+    assert_eq!(e.metric_code(), Some("connect"));
+    assert!(!format!("{e} {e:?}").contains(token), "{e}");
+    // Nothing listening at all.
+    drop(sim);
+    let e = c
+        .describe_image_latest_scan_task(D1)
+        .await
+        .expect_err("refused");
+    assert!(!format!("{e} {e:?}").contains(token), "{e}");
+    assert!(!format!("{e}").contains("SecurityToken"), "{e}");
+}

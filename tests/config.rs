@@ -451,7 +451,7 @@ fn numbers_are_range_checked() {
             p(
                 3,
                 24,
-                "polling.requests_per_second: expected a number greater than 0, got \"0\""
+                "polling.requests_per_second: expected a number from 0.001 to 10000, got \"0\""
             ),
             p(
                 4,
@@ -479,15 +479,15 @@ fn numbers_are_range_checked() {
         ),
         (
             "polling:\n  requests_per_second: -2\n",
-            "polling.requests_per_second: expected a number greater than 0, got \"-2\"",
+            "polling.requests_per_second: expected a number from 0.001 to 10000, got \"-2\"",
         ),
         (
             "polling:\n  requests_per_second: inf\n",
-            "polling.requests_per_second: expected a number greater than 0, got \"inf\"",
+            "polling.requests_per_second: expected a number from 0.001 to 10000, got \"inf\"",
         ),
         (
             "polling:\n  requests_per_second: NaN\n",
-            "polling.requests_per_second: expected a number greater than 0, got \"NaN\"",
+            "polling.requests_per_second: expected a number from 0.001 to 10000, got \"NaN\"",
         ),
     ] {
         let (line, _, got) = problem(yaml);

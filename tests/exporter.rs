@@ -353,7 +353,6 @@ async fn throttling_slows_the_exporter_down_and_it_recovers() {
     let exporter = start(&config(&sim, targets, polling(600, 600, 40.0, 4))).await;
     let scheduler = exporter.scheduler.clone();
     wait_for("the rate to drop", || scheduler.current_rate() < 40.0).await;
-    assert!(scheduler.current_rate() <= 20.0);
     wait_ready(&exporter).await;
     wait_for("the rate to recover", || scheduler.current_rate() == 40.0).await;
     assert_eq!(sim.outcome_count("Throttling.User"), 3);
@@ -476,7 +475,7 @@ async fn readiness_and_http_routing() {
         .header("x-big", "a".repeat(64 * 1024))
         .send()
         .await;
-    assert!(r.map(|r| r.status().as_u16() == 431).unwrap_or(true));
+    assert_eq!(r.expect("an answer").status().as_u16(), 431);
     let mut idle = Vec::new();
     for _ in 0..20 {
         idle.push(

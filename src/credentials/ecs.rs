@@ -62,13 +62,14 @@ impl EcsRoleFetcher {
         if let Some(t) = token {
             req = req.header("X-aliyun-ecs-metadata-token", t);
         }
-        let resp = req.send().await.map_err(|e| {
-            Self::fail(format!("metadata service unreachable: {}", error_chain(&e)))
-        })?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| Self::fail(format!("metadata service unreachable: {}", error_chain(e))))?;
         let status = resp.status().as_u16();
         let body = read_body_capped(resp, MAX_BODY)
             .await
-            .map_err(|e| Self::fail(format!("reading the metadata answer failed: {e:?}")))?;
+            .map_err(|e| Self::fail(format!("reading the metadata answer failed: {e}")))?;
         if status != 200 {
             return Err(Self::fail(format!(
                 "metadata service answered HTTP {status} for {path}"
@@ -88,11 +89,11 @@ impl EcsRoleFetcher {
             Ok(resp) if resp.status().as_u16() == 200 => {
                 match read_body_capped(resp, MAX_BODY).await {
                     Ok(body) => return Ok(Some(String::from_utf8_lossy(&body).trim().to_owned())),
-                    Err(e) => format!("{e:?}"),
+                    Err(e) => format!("{e}"),
                 }
             }
             Ok(resp) => format!("HTTP {}", resp.status().as_u16()),
-            Err(e) => error_chain(&e),
+            Err(e) => error_chain(e),
         };
         if self.imds_v1_disabled {
             return Err(Self::fail(format!(
@@ -154,12 +155,12 @@ impl Fetcher for UriFetcher {
             };
             let resp =
                 self.http.get(&self.uri).send().await.map_err(|e| {
-                    fail(format!("credentials URI unreachable: {}", error_chain(&e)))
+                    fail(format!("credentials URI unreachable: {}", error_chain(e)))
                 })?;
             let status = resp.status().as_u16();
             let body = read_body_capped(resp, MAX_BODY)
                 .await
-                .map_err(|e| fail(format!("reading the answer failed: {e:?}")))?;
+                .map_err(|e| fail(format!("reading the answer failed: {e}")))?;
             if status != 200 {
                 return Err(fail(format!("credentials URI answered HTTP {status}")));
             }

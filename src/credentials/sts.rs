@@ -65,7 +65,7 @@ impl StsClient {
         if crate::client::is_loopback_host(url.host_str().unwrap_or_default()) {
             builder = builder.no_proxy();
         }
-        let http = builder.build().map_err(|e| bad(error_chain(&e)))?;
+        let http = builder.build().map_err(|e| bad(error_chain(e)))?;
         Ok(StsClient {
             http,
             endpoint: format!("{}://{host}", url.scheme()),
@@ -148,11 +148,11 @@ impl StsClient {
         let response = request
             .send()
             .await
-            .map_err(|e| fail(format!("STS request failed: {}", error_chain(&e))))?;
+            .map_err(|e| fail(format!("STS request failed: {}", error_chain(e))))?;
         let status = response.status().as_u16();
         let body = read_body_capped(response, MAX_STS_BODY)
             .await
-            .map_err(|e| fail(format!("reading the STS answer failed: {e:?}")))?;
+            .map_err(|e| fail(format!("reading the STS answer failed: {e}")))?;
         if !(200..300).contains(&status) {
             let err: StsError = serde_json::from_slice(&body).unwrap_or_default();
             return Err(fail(format!(

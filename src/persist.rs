@@ -1,0 +1,282 @@
+//! The state file (SPEC 6.2): the last known result of every digest, so a restart serves complete
+//! metrics at once and staleness clocks keep running.
+//!
+//! Writes go to a temporary file in the same directory, are synced, and are renamed over the old
+//! file, so a crash at any moment leaves either the old or the new file, never a torn one.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::scan::ScanTask;
+use crate::state::{Snapshot, TargetState, unix_now};
+
+/// Identifies our files, so a foreign JSON file is not mistaken for one.
+pub const FORMAT: &str = "sas-image-scan-exporter/state";
+/// Bumped on incompatible changes; other versions are ignored.
+pub const VERSION: u32 = 1;
+/// A state file larger than this is not ours (10 000 digests take about 5 MiB).
+const MAX_STATE_BYTES: u64 = 256 << 20;
+
+#[derive(Serialize, Deserialize)]
+struct StateFile {
+    format: String,
+    version: u32,
+    written_at: f64,
+    targets: Vec<Saved>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    digest: String,
+    /// True when a poll succeeded at least once; `task` is then the latest task or none.
+    fetched: bool,
+    task: Option<ScanTask>,
+    last_success: Option<f64>,
+    up: Option<bool>,
+    last_error: Option<String>,
+}
+
+/// Why a state file was not used.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Reading or writing failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not a readable state file of ours.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Writes the snapshot atomically.
+pub fn write(path: &Path, snapshot: &Snapshot) -> Result<(), StateError> {
+    let io = |source| StateError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let file = StateFile {
+        format: FORMAT.to_owned(),
+        version: VERSION,
+        written_at: unix_now(),
+        targets: snapshot
+            .targets
+            .iter()
+            .filter(|t| t.polled())
+            .map(|t| Saved {
+                digest: t.digest.clone(),
+                fetched: t.data.is_some(),
+                task: t.data.clone().flatten(),
+                last_success: t.last_success,
+                up: t.up,
+                last_error: t.last_error.clone(),
+            })
+            .collect(),
+    };
+    let json = serde_json::to_vec(&file).map_err(|e| StateError::Invalid {
+        path: path.to_owned(),
+        message: format!("cannot encode: {e}"),
+    })?;
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(&json).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(io)?;
+    // Make the rename itself durable.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && let Ok(d) = std::fs::File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Reads a state file into per-digest states (labels are left empty: the config owns them).
+/// A missing file is `Ok` and empty.
+pub fn read(path: &Path) -> Result<HashMap<String, TargetState>, StateError> {
+    let invalid = |message: String| StateError::Invalid {
+        path: path.to_owned(),
+        message,
+    };
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
+        Err(source) => {
+            return Err(StateError::Io {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    if meta.len() > MAX_STATE_BYTES {
+        return Err(invalid(format!(
+            "{} bytes is too large for a state file",
+            meta.len()
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|source| StateError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    // Check the header first, so a foreign file says "foreign" rather than a parse error.
+    #[derive(Deserialize)]
+    struct Header {
+        format: Option<String>,
+        version: Option<u32>,
+    }
+    let header: Header = serde_json::from_slice(&bytes)
+        .map_err(|e| invalid(format!("not a state file (corrupt or truncated JSON): {e}")))?;
+    if header.format.as_deref() != Some(FORMAT) {
+        return Err(invalid(format!(
+            "not a state file of this exporter (format {:?})",
+            header.format
+        )));
+    }
+    if header.version != Some(VERSION) {
+        return Err(invalid(format!(
+            "state file version {:?} is not the supported {VERSION}",
+            header.version
+        )));
+    }
+    let file: StateFile =
+        serde_json::from_slice(&bytes).map_err(|e| invalid(format!("malformed: {e}")))?;
+    Ok(file
+        .targets
+        .into_iter()
+        .map(|s| {
+            let state = TargetState {
+                digest: s.digest.clone(),
+                labels: Vec::new(),
+                data: s.fetched.then_some(s.task),
+                last_success: s.last_success,
+                up: s.up,
+                last_error: s.last_error,
+                refresh: std::time::Duration::ZERO,
+                added_at: unix_now(),
+            };
+            (s.digest, state)
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Location, Target};
+    use crate::scan::ScanStatus;
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    fn temp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("sas-state-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        dir.join(name)
+    }
+
+    fn snapshot() -> Snapshot {
+        let mut map = BTreeMap::new();
+        for (i, c) in ['a', 'b', 'c'].into_iter().enumerate() {
+            let t = Target {
+                digest: c.to_string().repeat(64),
+                labels: BTreeMap::new(),
+                location: Location {
+                    file: "x".into(),
+                    line: 1,
+                    column: 1,
+                },
+            };
+            let mut s = TargetState::new(&t, std::time::Duration::from_secs(60));
+            if i < 2 {
+                s.up = Some(i == 0);
+                s.last_success = Some(1000.0 + i as f64);
+                s.data = Some((i == 0).then(|| ScanTask {
+                    status: ScanStatus::Timeout,
+                    raw_status: "TIMOUT".into(),
+                    modified: chrono::DateTime::from_timestamp(1_700_000_000, 0),
+                    modified_raw: Some("2023-11-15 06:13:20".into()),
+                    create_raw: None,
+                    start_time_ms: Some(1),
+                    finish_time_ms: Some(2),
+                    finish: Some(3),
+                    source: Some("openapi".into()),
+                    task_type: None,
+                    name: None,
+                    task_id: Some("t".into()),
+                    target: None,
+                    id: Some(9),
+                    target_type: None,
+                }));
+                s.last_error = (i == 1).then(|| "NoPermission (HTTP 403)".into());
+            }
+            map.insert(s.digest.clone(), Arc::new(s));
+        }
+        Snapshot::new(5, &map)
+    }
+
+    #[test]
+    fn round_trip_keeps_everything_known() {
+        let path = temp("state.json");
+        let snap = snapshot();
+        write(&path, &snap).expect("write");
+        let back = read(&path).expect("read");
+        assert_eq!(back.len(), 2, "the never-polled target is not saved");
+        for t in snap.targets.iter().filter(|t| t.polled()) {
+            let r = &back[&t.digest];
+            assert_eq!(r.data, t.data);
+            assert_eq!(r.last_success, t.last_success);
+            assert_eq!(r.up, t.up);
+            assert_eq!(r.last_error, t.last_error);
+        }
+        assert!(!path.with_extension("json.tmp").exists());
+    }
+
+    #[test]
+    fn missing_corrupt_truncated_and_foreign_files() {
+        let path = temp("state.json");
+        assert!(read(&path).expect("missing is fine").is_empty());
+        write(&path, &snapshot()).expect("write");
+        let full = std::fs::read(&path).expect("bytes");
+        std::fs::write(&path, &full[..full.len() / 2]).expect("truncate");
+        let e = read(&path).expect_err("truncated").to_string();
+        assert!(
+            e.contains("not a state file (corrupt or truncated JSON)"),
+            "{e}"
+        );
+        std::fs::write(&path, b"\x00\xffgarbage").expect("garbage");
+        assert!(read(&path).is_err());
+        std::fs::write(
+            &path,
+            br#"{"format":"other-tool","version":1,"targets":[]}"#,
+        )
+        .expect("foreign");
+        let e = read(&path).expect_err("foreign").to_string();
+        assert!(
+            e.ends_with("not a state file of this exporter (format Some(\"other-tool\"))"),
+            "{e}"
+        );
+        std::fs::write(
+            &path,
+            format!(r#"{{"format":"{FORMAT}","version":99,"targets":[]}}"#),
+        )
+        .expect("future");
+        let e = read(&path).expect_err("version").to_string();
+        assert!(
+            e.ends_with("state file version Some(99) is not the supported 1"),
+            "{e}"
+        );
+    }
+}

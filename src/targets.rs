@@ -1,0 +1,266 @@
+//! Where the digest list comes from: inline `targets`, `target_files` globs, and the shard filter.
+//!
+//! Target files are re-read on reload and when they change on disk. A file that stops parsing
+//! keeps contributing the targets it last had, so one bad commit to a generated list does not drop
+//! its digests from monitoring; the failure is logged and exported as a metric.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::config::{Config, Problem, Target, merge_targets, parse_targets};
+
+/// A `--shard.total`/`--shard.index` pair (SPEC 5.5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    /// Number of instances.
+    pub total: u64,
+    /// This instance's index, `0..total`.
+    pub index: u64,
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Shard { total: 1, index: 0 }
+    }
+}
+
+impl Shard {
+    /// Validates the flags; without an index and with `total > 1`, the index comes from a
+    /// StatefulSet-style hostname suffix (`exporter-3` → 3).
+    pub fn from_flags(
+        total: u64,
+        index: Option<u64>,
+        hostname: Option<&str>,
+    ) -> Result<Shard, String> {
+        if total == 0 {
+            return Err("--shard.total must be at least 1".into());
+        }
+        let index = match index {
+            Some(i) => i,
+            None if total == 1 => 0,
+            None => {
+                let host = hostname.unwrap_or_default();
+                host.rsplit_once('-')
+                    .and_then(|(_, n)| n.parse::<u64>().ok())
+                    .ok_or_else(|| {
+                        format!(
+                            "--shard.total is {total} but --shard.index is not set and the hostname {host:?} does not end in -N"
+                        )
+                    })?
+            }
+        };
+        if index >= total {
+            return Err(format!(
+                "--shard.index {index} is out of range for --shard.total {total} (0..{})",
+                total - 1
+            ));
+        }
+        Ok(Shard { total, index })
+    }
+
+    /// True when this instance polls `digest`: its first 16 hex characters, as a u64, modulo
+    /// the shard count.
+    pub fn owns(&self, digest: &str) -> bool {
+        if self.total <= 1 {
+            return true;
+        }
+        digest
+            .get(..16)
+            .and_then(|h| u64::from_str_radix(h, 16).ok())
+            .is_some_and(|v| v % self.total == self.index)
+    }
+}
+
+/// The machine's host name, for the shard index.
+pub fn hostname() -> Option<String> {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .filter(|h| !h.is_empty())
+}
+
+/// The state of one target file, for logs and metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileStatus {
+    /// The file.
+    pub path: PathBuf,
+    /// `None` when its last read succeeded, else what was wrong.
+    pub error: Option<String>,
+}
+
+/// The result of assembling the target list.
+#[derive(Debug, Default)]
+pub struct Assembled {
+    /// The merged targets this instance polls (after the shard filter).
+    pub targets: Vec<Target>,
+    /// All configured targets before the shard filter.
+    pub total_before_shard: usize,
+    /// Problems that did not stop the load (broken files, conflicting duplicates).
+    pub problems: Vec<String>,
+}
+
+/// Reads target files and remembers the last good content of each.
+#[derive(Debug, Default)]
+pub struct TargetFiles {
+    last_good: HashMap<PathBuf, Vec<Target>>,
+    fingerprints: BTreeMap<PathBuf, Option<(SystemTime, u64)>>,
+    status: Vec<FileStatus>,
+}
+
+/// Expands `target_files` globs; relative patterns are relative to the config file's directory.
+pub fn expand_globs(globs: &[String], base: &Path) -> (Vec<PathBuf>, Vec<String>) {
+    let mut files = Vec::new();
+    let mut problems = Vec::new();
+    for pattern in globs {
+        let full = if Path::new(pattern).is_absolute() {
+            pattern.clone()
+        } else {
+            base.join(pattern).to_string_lossy().into_owned()
+        };
+        match glob::glob(&full) {
+            Ok(paths) => {
+                for p in paths {
+                    match p {
+                        Ok(p) if p.is_file() => files.push(p),
+                        Ok(_) => {}
+                        Err(e) => problems.push(format!("target_files {pattern:?}: {e}")),
+                    }
+                }
+            }
+            Err(e) => problems.push(format!("target_files {pattern:?} is not a valid glob: {e}")),
+        }
+    }
+    files.sort();
+    files.dedup();
+    (files, problems)
+}
+
+fn fingerprint(path: &Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+impl TargetFiles {
+    /// Reads every target file and merges them with the inline targets; files that fail keep
+    /// their previous targets.
+    pub fn assemble(
+        &mut self,
+        config: &Config,
+        base: &Path,
+        shard: Shard,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Assembled {
+        let (files, mut problems) = expand_globs(&config.target_files, base);
+        let mut all = config.targets.clone();
+        let mut status = Vec::with_capacity(files.len());
+        let mut fingerprints = BTreeMap::new();
+        let mut last_good = HashMap::new();
+        for path in files {
+            fingerprints.insert(path.clone(), fingerprint(&path));
+            let shown = path.display().to_string();
+            let parsed = std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read {shown}: {e}"))
+                .and_then(|text| parse_targets(&text, &shown, env).map_err(|e| e.to_string()));
+            match parsed {
+                Ok(targets) => {
+                    all.extend(targets.iter().cloned());
+                    last_good.insert(path.clone(), targets);
+                    status.push(FileStatus { path, error: None });
+                }
+                Err(e) => {
+                    let kept = self.last_good.get(&path).cloned().unwrap_or_default();
+                    tracing::error!(
+                        file = %shown,
+                        error = %e,
+                        kept_targets = kept.len(),
+                        "target file rejected; keeping its previous targets"
+                    );
+                    problems.push(e.clone());
+                    all.extend(kept.iter().cloned());
+                    last_good.insert(path.clone(), kept);
+                    status.push(FileStatus {
+                        path,
+                        error: Some(e),
+                    });
+                }
+            }
+        }
+        let (merged, conflicts) = merge_targets(all);
+        problems.extend(conflicts.iter().map(Problem::to_string));
+        self.last_good = last_good;
+        self.fingerprints = fingerprints;
+        self.status = status;
+        let total_before_shard = merged.len();
+        let targets = merged
+            .into_iter()
+            .filter(|t| shard.owns(&t.digest))
+            .collect();
+        Assembled {
+            targets,
+            total_before_shard,
+            problems,
+        }
+    }
+
+    /// True when the set of files or any file's modification time or size changed.
+    pub fn changed(&self, config: &Config, base: &Path) -> bool {
+        let (files, _) = expand_globs(&config.target_files, base);
+        files.len() != self.fingerprints.len()
+            || files
+                .iter()
+                .any(|f| self.fingerprints.get(f) != Some(&fingerprint(f)))
+    }
+
+    /// Each file's last read outcome.
+    pub fn status(&self) -> &[FileStatus] {
+        &self.status
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_flags_and_hostnames() {
+        assert_eq!(Shard::from_flags(1, None, None), Ok(Shard::default()));
+        assert_eq!(
+            Shard::from_flags(3, None, Some("sas-exporter-2")),
+            Ok(Shard { total: 3, index: 2 })
+        );
+        assert_eq!(
+            Shard::from_flags(3, Some(1), Some("whatever")),
+            Ok(Shard { total: 3, index: 1 })
+        );
+        assert_eq!(
+            Shard::from_flags(3, None, Some("laptop")),
+            Err("--shard.total is 3 but --shard.index is not set and the hostname \"laptop\" does not end in -N".into())
+        );
+        assert_eq!(
+            Shard::from_flags(3, Some(3), None),
+            Err("--shard.index 3 is out of range for --shard.total 3 (0..2)".into())
+        );
+        assert!(Shard::from_flags(0, None, None).is_err());
+    }
+
+    #[test]
+    fn every_digest_has_exactly_one_owner() {
+        for total in 1..6u64 {
+            let shards: Vec<Shard> = (0..total).map(|index| Shard { total, index }).collect();
+            for i in 0..500u64 {
+                let d = format!("{:016x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).repeat(4);
+                assert_eq!(shards.iter().filter(|s| s.owns(&d)).count(), 1, "{d}");
+            }
+        }
+        let s = Shard { total: 4, index: 3 };
+        // 0x...0003 % 4 == 3.
+        assert!(s.owns(&format!("{:016x}{}", 3, "0".repeat(48))));
+        assert!(!s.owns(&format!("{:016x}{}", 4, "0".repeat(48))));
+    }
+}
