@@ -40,6 +40,9 @@ pub enum StartError {
     /// A listener's address could not be read.
     #[error("cannot read the listen address: {0}")]
     Listener(std::io::Error),
+    /// The web config file is invalid.
+    #[error("--web.config.file: {0}")]
+    WebConfig(#[from] crate::webconfig::WebConfigError),
 }
 
 /// Options that come from flags rather than the config file.
@@ -55,6 +58,8 @@ pub struct Options {
     pub shard: Shard,
     /// Serve `POST /-/reload`.
     pub enable_lifecycle: bool,
+    /// `--web.config.file`: TLS, basic auth, headers.
+    pub web_config: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -65,6 +70,7 @@ impl Default for Options {
             config_path: None,
             shard: Shard::default(),
             enable_lifecycle: false,
+            web_config: None,
         }
     }
 }
@@ -243,6 +249,11 @@ impl Exporter {
         listeners: Vec<TcpListener>,
         options: Options,
     ) -> Result<Exporter, StartError> {
+        let web_settings = match &options.web_config {
+            Some(path) => crate::webconfig::load(path)?,
+            None => crate::webconfig::WebSettings::plain(),
+        };
+        let web: crate::http::WebHandle = Arc::new(arc_swap::ArcSwap::from_pointee(web_settings));
         let provider = credentials::provider_from_config(
             config.credentials.as_ref(),
             &env_var,
@@ -312,6 +323,7 @@ impl Exporter {
             store: Arc::clone(&store),
             telemetry_path: options.telemetry_path.clone(),
             reloader: options.enable_lifecycle.then(|| Arc::clone(&reloader)),
+            web: Arc::clone(&web),
         });
         let (trigger, signal) = shutdown::channel();
         let poller = {
@@ -321,6 +333,13 @@ impl Exporter {
             tokio::spawn(async move { scheduler.run(signal, grace).await })
         };
         let mut others = vec![tokio::spawn(http::serve(listeners, app, signal.clone()))];
+        if let Some(path) = &options.web_config {
+            others.push(tokio::spawn(http::watch_web_config(
+                path.clone(),
+                web,
+                signal.clone(),
+            )));
+        }
         if !config.target_files.is_empty() {
             others.push(tokio::spawn(watch_target_files(
                 Arc::clone(&reloader),

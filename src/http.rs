@@ -7,6 +7,7 @@
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -29,6 +30,7 @@ use crate::metrics::{Exposition, accepts_gzip, negotiate};
 use crate::shutdown::Shutdown;
 use crate::state::Store;
 use crate::status_page;
+use crate::webconfig;
 
 /// Most connections served at once; further clients wait in the listen backlog.
 pub const MAX_CONNECTIONS: usize = 1024;
@@ -50,7 +52,12 @@ pub struct App {
     pub telemetry_path: String,
     /// Serves `POST /-/reload` when lifecycle endpoints are enabled.
     pub reloader: Option<Arc<Reloader>>,
+    /// TLS, basic auth and headers from `--web.config.file` (plain when not given).
+    pub web: WebHandle,
 }
+
+/// The web settings in force, swapped when the web config file changes.
+pub type WebHandle = Arc<arc_swap::ArcSwap<webconfig::WebSettings>>;
 
 /// A response body made of shared chunks, sent without copying them.
 #[derive(Debug, Default)]
@@ -208,16 +215,78 @@ async fn accept_loop(
         // the client's ACK of the previous segment.
         let _ = stream.set_nodelay(true);
         let app = Arc::clone(&app);
+        // The TLS setting that applies is the one current when the connection arrives.
+        let tls = app.web.load().tls.clone();
         let service = service_fn(move |req| {
             let app = Arc::clone(&app);
             async move { Ok::<_, Infallible>(handle(&app, &req).await) }
         });
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            // Errors are clients that went away or sent garbage; hyper already answered if it could.
-            let _ = conn.await;
-            drop(permit);
-        });
+        match tls {
+            None => {
+                let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    // Errors are clients that went away or sent garbage; hyper answered if it could.
+                    let _ = conn.await;
+                    drop(permit);
+                });
+            }
+            Some(acceptor) => {
+                let builder = builder.clone();
+                let graceful = Arc::clone(&graceful);
+                tokio::spawn(async move {
+                    // The handshake gets the same budget as the request head.
+                    let tls_stream =
+                        match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream))
+                            .await
+                        {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => return,
+                        };
+                    let conn =
+                        graceful.watch(builder.serve_connection(TokioIo::new(tls_stream), service));
+                    let _ = conn.await;
+                    drop(permit);
+                });
+            }
+        }
+    }
+}
+
+/// Re-reads the web config when it or a file it names changes; a broken change keeps the old one.
+pub async fn watch_web_config(path: PathBuf, web: WebHandle, mut shutdown: Shutdown) {
+    // The on-disk state of a rejected change, so its error is logged once, not every few seconds.
+    let mut rejected = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(3)) => {}
+            _ = shutdown.wait() => return,
+        }
+        let current = web.load_full();
+        if !current.changed_on_disk() {
+            rejected = None;
+            continue;
+        }
+        let disk = current.disk_state();
+        if rejected.as_ref() == Some(&disk) {
+            continue;
+        }
+        let p = path.clone();
+        match tokio::task::spawn_blocking(move || webconfig::load(&p)).await {
+            Ok(Ok(settings)) => {
+                web.store(Arc::new(settings));
+                rejected = None;
+                tracing::info!(file = %path.display(), "web config reloaded");
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "web config change rejected; the previous settings stay");
+                rejected = Some(disk);
+            }
+            Err(e) => tracing::error!(error = %e, "web config reload failed"),
+        }
     }
 }
 
@@ -234,8 +303,32 @@ fn text(status: StatusCode, body: &'static str) -> Response<ChunksBody> {
     response(status, "text/plain; charset=utf-8", body.into())
 }
 
-/// Routes one request.
+/// Routes one request, behind basic auth when configured (except `/-/healthy`, for probes).
 pub async fn handle(app: &App, req: &Request<Incoming>) -> Response<ChunksBody> {
+    let web = app.web.load_full();
+    let mut response = if req.uri().path() != "/-/healthy"
+        && let Some(auth) = &web.auth
+        && !auth.check(
+            req.headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok()),
+        ) {
+        let mut r = text(StatusCode::UNAUTHORIZED, "Unauthorized\n");
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"sas-image-scan-exporter\""),
+        );
+        r
+    } else {
+        route(app, req).await
+    };
+    for (name, value) in &web.headers {
+        response.headers_mut().insert(name.clone(), value.clone());
+    }
+    response
+}
+
+async fn route(app: &App, req: &Request<Incoming>) -> Response<ChunksBody> {
     let path = req.uri().path();
     if path == "/-/reload" {
         return reload(app, req.method()).await;

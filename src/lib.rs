@@ -20,6 +20,7 @@ pub mod simulator;
 pub mod state;
 pub mod status_page;
 pub mod targets;
+pub mod webconfig;
 
 /// Version, git revision and compiler, for --version and sas_exporter_build_info.
 pub mod build_info {

@@ -62,6 +62,9 @@ struct Cli {
     /// Run against the built-in Security Center simulator; no account or config needed.
     #[arg(long = "demo")]
     demo: bool,
+    /// TLS and basic auth, in the Prometheus exporter-toolkit web-config format.
+    #[arg(long = "web.config.file", env = "SAS_EXPORTER_WEB_CONFIG_FILE")]
+    web_config_file: Option<PathBuf>,
     /// Enable POST /-/reload.
     #[arg(
         long = "web.enable-lifecycle",
@@ -212,6 +215,7 @@ async fn run(cli: Cli, shard: Shard) -> ExitCode {
         config_path: (!cli.demo).then(|| cli.config_file.clone()),
         shard,
         enable_lifecycle: cli.enable_lifecycle,
+        web_config: cli.web_config_file.clone(),
         ..Options::default()
     };
     let exporter = match Exporter::start(&config, listeners, options).await {
