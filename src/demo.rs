@@ -751,7 +751,7 @@ mod tests {
         assert_eq!(cfg.polling.interval, Duration::from_secs(600));
         assert_eq!(cfg.polling.active_interval, Duration::from_secs(30));
         assert_eq!(cfg.polling.requests_per_second, 5.0);
-        assert!(cfg.target_files.is_empty());
+        assert_eq!(cfg.target_files, vec!["targets.d/*.yml".to_owned()]);
         assert_eq!(cfg.state_file, None);
         let creds = cfg.credentials.expect("credentials section");
         assert_eq!(creds.access_key_id.as_deref(), Some("LTAIexample"));
