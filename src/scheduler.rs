@@ -123,6 +123,7 @@ struct Inner {
     targets: BTreeMap<String, Arc<TargetState>>,
     due: BTreeSet<(Instant, String)>,
     version: u64,
+    last_credentials_error: Option<String>,
     unknown_statuses: HashSet<String>,
 }
 
@@ -211,6 +212,7 @@ impl Scheduler {
                 targets: map,
                 due,
                 version: 0,
+                last_credentials_error: None,
                 unknown_statuses: HashSet::new(),
             }),
             wake: Notify::new(),
@@ -540,6 +542,9 @@ fn record(shared: &Shared, digest: &str, outcome: Result<ScanResult, ApiError>) 
                 tasks = result.tasks_in_response,
                 "polled"
             );
+            if inner.last_credentials_error.take().is_some() {
+                tracing::info!("credentials work again; polling resumed");
+            }
             state.data = Some(result.task);
             state.last_success = Some(now);
             state.up = Some(true);
@@ -547,8 +552,13 @@ fn record(shared: &Shared, digest: &str, outcome: Result<ScanResult, ApiError>) 
         }
         Err(e) => {
             match &e {
+                // One line per distinct problem, not one per digest per interval.
                 ApiError::Credentials(_) => {
-                    tracing::error!(%digest, error = %e, "not polling: no valid credentials")
+                    let text = e.to_string();
+                    if inner.last_credentials_error.as_deref() != Some(text.as_str()) {
+                        tracing::error!(error = %e, "not polling: no valid credentials (logged once until it changes)");
+                        inner.last_credentials_error = Some(text);
+                    }
                 }
                 _ => tracing::warn!(%digest, error = %e, "poll failed; keeping the last good data"),
             }
