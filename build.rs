@@ -23,7 +23,13 @@ fn main() {
         }
     }
 
-    let revision = git_revision(&manifest_dir, &git_dir).unwrap_or_else(|| "unknown".into());
+    // Container builds have no .git; the Dockerfile passes the revision in instead.
+    println!("cargo:rerun-if-env-changed=SAS_GIT_REVISION");
+    let revision = env::var("SAS_GIT_REVISION")
+        .ok()
+        .filter(|r| !r.is_empty())
+        .or_else(|| git_revision(&manifest_dir, &git_dir))
+        .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=SAS_GIT_REVISION={revision}");
 
     let rustc_version = rustc_version().unwrap_or_else(|| "unknown".into());
