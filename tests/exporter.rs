@@ -461,12 +461,11 @@ async fn readiness_and_http_routing() {
     assert_eq!(r.headers()["allow"], "GET, HEAD");
     let page = get(&exporter, "/", &[]).await;
     assert_eq!(page.status, 200);
-    assert!(page.body.contains(&format!("<code>{d}</code>")));
-    assert!(
-        page.body
-            .contains("image=registry.example.com/app:h, team=h")
-    );
-    assert!(page.body.contains("<td>NONE</td>"));
+    assert!(page.body.contains(&format!(">{d}</code>")));
+    assert!(page.body.contains(
+        "<span class=\"label\">image=registry.example.com/app:h</span><span class=\"label\">team=h</span>"
+    ));
+    assert!(page.body.contains("<span class=\"badge\">NONE</span>"));
     assert!(page.body.contains("href=\"/metrics\""));
 
     // Huge headers are refused; idle connections do not block a scrape.
