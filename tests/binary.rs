@@ -320,7 +320,10 @@ async fn debug_logs_and_pages_never_show_secrets_with_sts_credentials() {
 
 #[test]
 fn the_example_config_and_its_target_files_pass_the_check() {
-    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/config/sas-image-scan-exporter.yml");
+    let config = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/sas-image-scan-exporter.yml"
+    );
     let out = Command::new(BIN)
         .args(["--config.check", "--config.file", config])
         .env("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAIexample")
