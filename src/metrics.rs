@@ -278,13 +278,19 @@ impl Exposition {
             Arc::clone(&guard)
         };
         let i = format.index();
-        let prefix = match cache.plain[i].get() {
-            Some(p) => p.clone(),
-            None => {
-                let encoded = encode_snapshot(&snapshot, format, self.last_len[i].load(Relaxed))?;
-                self.last_len[i].store(encoded.len(), Relaxed);
-                let encoded = Bytes::from(encoded);
-                cache.plain[i].get_or_init(|| encoded).clone()
+        // get_or_init: concurrent scrapes of a new version wait for one encoding instead of each
+        // doing it. A gzip scrape (Prometheus always asks for gzip) keeps only the compressed
+        // prefix, a tenth of the size, unless a plain scrape cached the plain body anyway.
+        let encode = || -> Bytes {
+            match encode_snapshot(&snapshot, format, self.last_len[i].load(Relaxed)) {
+                Ok(body) => {
+                    self.last_len[i].store(body.len(), Relaxed);
+                    Bytes::from(body)
+                }
+                Err(_) => {
+                    tracing::error!("encoding the per-digest metrics failed");
+                    Bytes::new()
+                }
             }
         };
         let mut live = String::with_capacity(4096);
@@ -292,11 +298,15 @@ impl Exposition {
             Format::Text => prometheus_text::encode(&mut live, &self.live)?,
             Format::OpenMetrics => text::encode(&mut live, &self.live)?,
         }
-        if !gzip {
-            return Ok(vec![prefix, Bytes::from(live)]);
+        if gzip {
+            let gz = cache.gzip[i].get_or_init(|| match cache.plain[i].get() {
+                Some(plain) => GzipPrefix::new(plain),
+                None => GzipPrefix::new(&encode()),
+            });
+            return Ok(vec![gz.head.clone(), gz.finish(live.as_bytes())]);
         }
-        let gz = cache.gzip[i].get_or_init(|| GzipPrefix::new(&prefix));
-        Ok(vec![gz.head.clone(), gz.finish(live.as_bytes())])
+        let prefix = cache.plain[i].get_or_init(encode).clone();
+        Ok(vec![prefix, Bytes::from(live)])
     }
 }
 

@@ -177,6 +177,28 @@ pub enum FaultAction {
     },
     /// Close the connection without answering.
     Drop,
+    /// A 200 whose headers announce the whole answer's `Content-Length` but whose body stops
+    /// half-way, after which the connection is closed: a connection reset mid-body.
+    ResetMidBody,
+    /// A 200 whose body never ends: the start of a task list, then `chunk` spaces every `every`,
+    /// forever. Only the client's timeout or size cap can stop it; the simulator holds one chunk at
+    /// a time and stops producing when the client goes away.
+    Endless {
+        /// Bytes per chunk.
+        chunk: usize,
+        /// Pause before each chunk.
+        every: Duration,
+    },
+}
+
+impl FaultAction {
+    /// A slow body that never ends (1 KiB every 100 ms): only a timeout stops it.
+    pub fn endless() -> Self {
+        FaultAction::Endless {
+            chunk: 1024,
+            every: Duration::from_millis(100),
+        }
+    }
 }
 
 /// A fault: an optional delay, an action, an optional `x-acs-retry-after`, and how many requests
@@ -379,7 +401,7 @@ impl Simulator {
 
     /// Requests with this outcome: `ok`, an error code (`SignatureDoesNotMatch`,
     /// `Throttling.User`, ...), `http_<status>` for raw answers, `malformed_json`, `oversized`,
-    /// `dropped`.
+    /// `dropped`, `reset_mid_body`, `endless`.
     pub fn outcome_count(&self, outcome: &str) -> u64 {
         self.shared
             .lock()
@@ -594,6 +616,8 @@ async fn handle(
                 ),
                 FaultAction::Oversized { bytes, chunked } => oversized_response(bytes, chunked),
                 FaultAction::Drop => return Err(DropConnection),
+                FaultAction::ResetMidBody => truncated_response(body.to_string()),
+                FaultAction::Endless { chunk, every } => endless_response(chunk, every),
             })
         }
     }
@@ -617,6 +641,8 @@ impl Decision {
                 FaultAction::MalformedJson => "malformed_json".to_owned(),
                 FaultAction::Oversized { .. } => "oversized".to_owned(),
                 FaultAction::Drop => "dropped".to_owned(),
+                FaultAction::ResetMidBody => "reset_mid_body".to_owned(),
+                FaultAction::Endless { .. } => "endless".to_owned(),
             },
         }
     }
@@ -1109,5 +1135,226 @@ impl Body for RepeatBody {
         } else {
             http_body::SizeHint::default()
         }
+    }
+}
+
+fn truncated_response(full: String) -> Response<SimBody> {
+    let full = Bytes::from(full);
+    let body = TruncatedBody {
+        announced: full.len() as u64,
+        part: Some(full.slice(..full.len() / 2)),
+        pause: None,
+    };
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json;charset=utf-8")
+        .body(body.boxed())
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
+}
+
+/// Announces `announced` bytes, sends `part`, then ends short of the announced length, which makes
+/// hyper abort the connection.
+struct TruncatedBody {
+    announced: u64,
+    part: Option<Bytes>,
+    pause: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Body for TruncatedBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if let Some(part) = self.part.take() {
+            return Poll::Ready(Some(Ok(Frame::data(part))));
+        }
+        // A moment for hyper to flush the part before the short end closes the connection.
+        let pause = self
+            .pause
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(Duration::from_millis(20))));
+        match pause.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        false
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.announced)
+    }
+}
+
+/// What an endless body starts with: the opening of a task list that never closes.
+const ENDLESS_PREFIX: &[u8] = br#"{"RequestId":"endless","Task":["#;
+
+fn endless_response(chunk: usize, every: Duration) -> Response<SimBody> {
+    let body = EndlessBody {
+        prefix: Some(Bytes::from_static(ENDLESS_PREFIX)),
+        chunk: Bytes::from(vec![b' '; chunk.max(1)]),
+        every,
+        timer: Box::pin(tokio::time::sleep(every)),
+    };
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json;charset=utf-8")
+        .body(body.boxed())
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
+}
+
+/// A body that never ends. hyper polls it only when it can write, so a client that stops reading
+/// stops it too, and one that disconnects drops it.
+struct EndlessBody {
+    prefix: Option<Bytes>,
+    chunk: Bytes,
+    every: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Body for EndlessBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if let Some(prefix) = self.prefix.take() {
+            return Poll::Ready(Some(Ok(Frame::data(prefix))));
+        }
+        if self.timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        let next = tokio::time::Instant::now() + self.every;
+        self.timer.as_mut().reset(next);
+        Poll::Ready(Some(Ok(Frame::data(self.chunk.clone()))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        false
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credentials::Credentials;
+    use crate::signing::{RpcCall, SignatureVersion};
+
+    const DIGEST: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    /// Sends one correctly signed request for `DIGEST` with plain reqwest.
+    async fn send(sim: &Simulator) -> reqwest::Response {
+        let host = sim.addr().to_string();
+        let call = RpcCall {
+            method: "POST",
+            host: &host,
+            action: ACTION,
+            version: API_VERSION,
+            params: BTreeMap::from([("Digest".to_owned(), DIGEST.to_owned())]),
+        };
+        let creds = Credentials::new(SIM_ACCESS_KEY_ID, SIM_ACCESS_KEY_SECRET, None, None);
+        let signed = signing::sign(
+            SignatureVersion::V3,
+            &call,
+            &creds,
+            Utc::now(),
+            &signing::new_nonce(),
+        );
+        let mut req = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client")
+            .post(format!("{}/?{}", sim.url(), signed.query));
+        for (k, v) in &signed.headers {
+            req = req.header(k, v);
+        }
+        req.send().await.expect("headers arrive")
+    }
+
+    fn tasks() -> Vec<Value> {
+        (0..20)
+            .map(|i| json!({"Status": "SUCCESS", "Id": i, "StartTime": 1_700_000_000_000_i64 + i}))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn reset_mid_body_announces_the_whole_length_and_sends_half() {
+        let sim = Simulator::start(Scenario::default().with_tasks(DIGEST, tasks()))
+            .await
+            .expect("sim");
+        let full = send(&sim)
+            .await
+            .bytes()
+            .await
+            .expect("a normal answer")
+            .len();
+        sim.inject(
+            FaultScope::Digest(DIGEST.to_owned()),
+            Fault::action(FaultAction::ResetMidBody).times(1),
+        );
+        let mut resp = send(&sim).await;
+        assert_eq!(resp.status().as_u16(), 200);
+        // The normal answer differs only in its RequestId, which has a fixed length.
+        assert_eq!(resp.content_length(), Some(full as u64));
+        let mut got = 0;
+        let err = loop {
+            match resp.chunk().await {
+                Ok(Some(c)) => got += c.len(),
+                Ok(None) => panic!("the body ended cleanly after {got} of {full} bytes"),
+                Err(e) => break e,
+            }
+        };
+        assert!(err.is_body() || err.is_decode(), "{err:?}");
+        assert!(!err.is_timeout());
+        assert_eq!(got, full / 2);
+        assert_eq!(sim.outcome_count("reset_mid_body"), 1);
+        // The fault was used up: the next answer is whole again.
+        assert_eq!(send(&sim).await.bytes().await.expect("whole").len(), full);
+    }
+
+    #[tokio::test]
+    async fn endless_body_keeps_coming_until_the_client_gives_up() {
+        let sim = Simulator::start(Scenario::default()).await.expect("sim");
+        sim.inject(
+            FaultScope::Global,
+            Fault::action(FaultAction::Endless {
+                chunk: 4096,
+                every: Duration::from_millis(10),
+            }),
+        );
+        let mut resp = send(&sim).await;
+        assert_eq!(resp.status().as_u16(), 200);
+        assert_eq!(resp.content_length(), None);
+        let mut body = Vec::new();
+        let deadline = Instant::now() + Duration::from_millis(600);
+        while Instant::now() < deadline {
+            let chunk = resp.chunk().await.expect("no error").expect("never ends");
+            body.extend_from_slice(&chunk);
+        }
+        assert!(body.starts_with(ENDLESS_PREFIX));
+        // About 60 chunks in 600 ms; far more than one, and the stream is still open.
+        assert!(body.len() > 10 * 4096, "{}", body.len());
+        assert!(body[ENDLESS_PREFIX.len()..].iter().all(|b| *b == b' '));
+        drop(resp);
+        assert_eq!(sim.outcome_count("endless"), 1);
+
+        // The slow default: a chunk per 100 ms, so a client timeout ends it.
+        sim.clear_faults();
+        sim.inject(FaultScope::Global, Fault::action(FaultAction::endless()));
+        let started = Instant::now();
+        let resp = send(&sim).await;
+        let read = tokio::time::timeout(Duration::from_millis(500), resp.bytes()).await;
+        assert!(read.is_err(), "an endless body ended");
+        assert!(started.elapsed() < Duration::from_secs(2));
     }
 }
