@@ -225,6 +225,24 @@ impl Reloader {
     }
 }
 
+/// What the reloader keeps of the start-up config. Inline targets are only needed to merge with
+/// target files that change on disk; without target files a reload re-reads everything anyway,
+/// so a 10 000-target list is not kept twice for the life of the process.
+fn retained_config(config: &Config) -> Config {
+    Config {
+        sas: config.sas.clone(),
+        credentials: config.credentials.clone(),
+        polling: config.polling.clone(),
+        targets: if config.target_files.is_empty() {
+            Vec::new()
+        } else {
+            config.targets.clone()
+        },
+        target_files: config.target_files.clone(),
+        state_file: config.state_file.clone(),
+    }
+}
+
 /// A running exporter.
 #[derive(Debug)]
 pub struct Exporter {
@@ -314,7 +332,7 @@ impl Exporter {
             scheduler: scheduler.clone(),
             metrics: Arc::clone(&metrics),
             provider: Arc::clone(&provider),
-            current: Mutex::new((config.clone(), client)),
+            current: Mutex::new((retained_config(config), client)),
             files: Mutex::new(files),
             serial: tokio::sync::Mutex::new(()),
         });
