@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -15,8 +15,8 @@ use hyper::{Method, Request, Response};
 use serde_json::{Value, json};
 
 use super::{
-    Server, SimBody, SimKey, Simulator, bind_loopback, json_response, new_sts_key, serve,
-    text_response,
+    IssuerState, Server, SimBody, SimKey, Simulator, bind_loopback, json_response, new_sts_key,
+    serve, text_response,
 };
 use crate::clock::Clock;
 use crate::signing;
@@ -59,18 +59,7 @@ struct State {
     issued: Vec<SimKey>,
 }
 
-struct Shared {
-    state: Mutex<State>,
-    issue_to: Option<Arc<Simulator>>,
-    clock: Clock,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic in a handler must not take the whole simulator down with a poisoned lock.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
+type Shared = IssuerState<State>;
 
 /// A running metadata simulator on a loopback port; it stops when dropped.
 pub struct MetadataSimulator {

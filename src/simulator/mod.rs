@@ -37,6 +37,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::client::{ACTION, API_VERSION};
+use crate::clock::Clock;
 use crate::signing;
 
 /// The simulator's default AccessKey ID (also used by `--demo`).
@@ -305,6 +306,21 @@ struct Shared {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic in a handler must not take the whole simulator down with a poisoned lock.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The state of a simulated credential issuer (STS, metadata service), with the clock that stamps
+/// expirations and the Security Center simulator that learns the keys it issues.
+struct IssuerState<S> {
+    state: Mutex<S>,
+    issue_to: Option<Arc<Simulator>>,
+    clock: Clock,
+}
+
+impl<S> IssuerState<S> {
+    fn lock(&self) -> MutexGuard<'_, S> {
         // A panic in a handler must not take the whole simulator down with a poisoned lock.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -16,10 +16,10 @@ use hyper::{Method, Request, Response};
 use serde_json::{Value, json};
 
 use super::{
-    Product, Rejection, Server, SimBody, SimKey, Simulator, V1_REQUIRED, bind_loopback,
-    check_security_token, check_timestamp, check_v1_method, find_key, json_response, new_sts_key,
-    parse_form, parse_query, product_error_response, read_body, request_id, require, serve,
-    spend_nonce, v1_signature_matches,
+    IssuerState, Product, Rejection, Server, SimBody, SimKey, Simulator, V1_REQUIRED,
+    bind_loopback, check_security_token, check_timestamp, check_v1_method, find_key, json_response,
+    new_sts_key, parse_form, parse_query, product_error_response, read_body, request_id, require,
+    serve, spend_nonce, v1_signature_matches,
 };
 use crate::clock::Clock;
 use crate::signing;
@@ -63,18 +63,7 @@ struct State {
     issued: Vec<SimKey>,
 }
 
-struct Shared {
-    state: Mutex<State>,
-    issue_to: Option<Arc<Simulator>>,
-    clock: Clock,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic in a handler must not take the whole simulator down with a poisoned lock.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
+type Shared = IssuerState<State>;
 
 /// A running STS simulator on a loopback port; it stops when dropped.
 pub struct StsSimulator {
