@@ -207,8 +207,7 @@ mod tests {
                     status: ScanStatus::Timeout,
                     raw_status: "TIMOUT".into(),
                     modified: chrono::DateTime::from_timestamp(1_700_000_000, 0),
-                    modified_raw: Some("2023-11-15 06:13:20".into()),
-                    create_raw: None,
+                    modified_raw: None,
                     start_time_ms: Some(1),
                     finish_time_ms: Some(2),
                     finish: Some(3),
@@ -216,7 +215,6 @@ mod tests {
                     task_type: None,
                     name: None,
                     task_id: Some("t".into()),
-                    target: None,
                     id: Some(9),
                     target_type: None,
                 }));

@@ -111,10 +111,8 @@ pub struct ScanTask {
     pub raw_status: String,
     /// `Modified`, read in the configured zone.
     pub modified: Option<DateTime<Utc>>,
-    /// `Modified` verbatim, kept when it could not be read.
+    /// `Modified` verbatim, kept only when it could not be read (then `modified` is `None`).
     pub modified_raw: Option<String>,
-    /// `Create` verbatim.
-    pub create_raw: Option<String>,
     /// `StartTime`, Unix milliseconds.
     pub start_time_ms: Option<i64>,
     /// `FinishTime`, Unix milliseconds.
@@ -129,8 +127,6 @@ pub struct ScanTask {
     pub name: Option<String>,
     /// `TaskId`.
     pub task_id: Option<String>,
-    /// `Target`.
-    pub target: Option<String>,
     /// `Id`.
     pub id: Option<i64>,
     /// `TargetType`.
@@ -159,7 +155,10 @@ struct RawTask {
     status: Option<String>,
     #[serde(rename = "Modified", default, deserialize_with = "lenient_string")]
     modified: Option<String>,
+    // Create and Target are read only to reject wrong types like every other field; nothing uses
+    // them (Target repeats the digest).
     #[serde(rename = "Create", default, deserialize_with = "lenient_string")]
+    #[allow(dead_code)]
     create: Option<String>,
     #[serde(rename = "StartTime", default, deserialize_with = "lenient_i64")]
     start_time: Option<i64>,
@@ -176,6 +175,7 @@ struct RawTask {
     #[serde(rename = "TaskId", default, deserialize_with = "lenient_string")]
     task_id: Option<String>,
     #[serde(rename = "Target", default, deserialize_with = "lenient_string")]
+    #[allow(dead_code)]
     target: Option<String>,
     #[serde(rename = "Id", default, deserialize_with = "lenient_i64")]
     id: Option<i64>,
@@ -237,15 +237,16 @@ pub fn parse_response(body: &[u8], zone: FixedOffset) -> Result<ScanResult, Pars
 
 fn into_task(raw: RawTask, zone: FixedOffset) -> ScanTask {
     let raw_status = raw.status.unwrap_or_default();
+    let modified = raw
+        .modified
+        .as_deref()
+        .and_then(|m| parse_api_time(m, zone));
     ScanTask {
         status: ScanStatus::from_api(&raw_status),
         raw_status,
-        modified: raw
-            .modified
-            .as_deref()
-            .and_then(|m| parse_api_time(m, zone)),
-        modified_raw: raw.modified,
-        create_raw: raw.create,
+        modified,
+        // Kept for diagnosis only when unreadable: at 10 000 digests every string counts.
+        modified_raw: raw.modified.filter(|_| modified.is_none()),
         start_time_ms: raw.start_time,
         finish_time_ms: raw.finish_time,
         finish: raw.finish,
@@ -253,7 +254,6 @@ fn into_task(raw: RawTask, zone: FixedOffset) -> ScanTask {
         task_type: raw.task_type,
         name: raw.name,
         task_id: raw.task_id,
-        target: raw.target,
         id: raw.id,
         target_type: raw.target_type,
     }

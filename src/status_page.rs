@@ -324,7 +324,6 @@ mod tests {
             raw_status: status.to_owned(),
             modified: None,
             modified_raw: None,
-            create_raw: None,
             start_time_ms: Some(ms(start_ago)),
             finish_time_ms: finish_ago.map(ms),
             finish: Some(1),
@@ -332,7 +331,6 @@ mod tests {
             task_type: None,
             name: None,
             task_id: None,
-            target: None,
             id: None,
             target_type: None,
         }
