@@ -107,18 +107,22 @@ fn a_taken_port_exits_2() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_serves_live_metrics_and_stops_on_sigterm() {
-    let mut child = Command::new(BIN)
-        .args([
-            "--demo",
-            "--web.listen-address",
-            "127.0.0.1:0",
-            "--log.format",
-            "json",
-        ])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn");
+    // Killed on drop: a failing assertion must not leave the exporter running.
+    let mut guard = common::KillOnDrop(
+        Command::new(BIN)
+            .args([
+                "--demo",
+                "--web.listen-address",
+                "127.0.0.1:0",
+                "--log.format",
+                "json",
+            ])
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
+    let child = &mut guard.0;
     let stderr = child.stderr.take().expect("stderr");
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
@@ -243,16 +247,25 @@ async fn debug_logs_and_pages_never_show_secrets_with_sts_credentials() {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("port");
-    let child = Command::new(BIN)
-        .arg("--config.file")
-        .arg(&config)
-        .args(["--web.listen-address", &format!("127.0.0.1:{port}")])
-        .args(["--log.level", "debug"])
-        .env("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let mut guard = common::KillOnDrop(
+        Command::new(BIN)
+            .arg("--config.file")
+            .arg(&config)
+            .args(["--web.listen-address", &format!("127.0.0.1:{port}")])
+            .args(["--log.level", "debug"])
+            .env("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
+    // Read the log as it comes, so the process never blocks on a full pipe.
+    let stderr = guard.0.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut text);
+        text
+    });
     let http = reqwest::Client::builder()
         .no_proxy()
         .build()
@@ -292,14 +305,10 @@ async fn debug_logs_and_pages_never_show_secrets_with_sts_credentials() {
     assert!(samples.contains_key("sas_exporter_credentials_expiry_timestamp_seconds"));
     assert_eq!(sas.outcome_count("ok"), 1);
     let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &guard.0.id().to_string()])
         .status();
-    let out = child.wait_with_output().expect("exit");
-    let logs = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    guard.0.wait().expect("exit");
+    let logs = reader.join().expect("log reader");
     assert!(logs.contains("level=debug"), "debug logging was on: {logs}");
     assert!(logs.contains("provider=ram_role_arn"), "{logs}");
     let issued = sts.issued();

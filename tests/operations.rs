@@ -358,8 +358,9 @@ async fn shutdown_is_bounded_by_the_request_timeout() {
     assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
 }
 
-/// Starts the binary on a free port; returns the child and the base URL once it is listening.
-fn spawn_binary(config: &Path, extra: &[&str]) -> (std::process::Child, String) {
+/// Starts the binary on a free port; returns the child (killed on drop, so a failing test leaves
+/// nothing running) and the base URL.
+fn spawn_binary(config: &Path, extra: &[&str]) -> (KillOnDrop, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -373,7 +374,7 @@ fn spawn_binary(config: &Path, extra: &[&str]) -> (std::process::Child, String) 
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
-    (child, format!("http://127.0.0.1:{port}"))
+    (KillOnDrop(child), format!("http://127.0.0.1:{port}"))
 }
 
 async fn http_get(url: &str) -> Option<(u16, String)> {
@@ -420,13 +421,13 @@ async fn kill_9_at_any_moment_leaves_a_usable_state_file() {
         assert!(Instant::now() < deadline, "state never written");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    child.kill().expect("kill -9");
-    child.wait().expect("reaped");
+    child.0.kill().expect("kill -9");
+    child.0.wait().expect("reaped");
     for delay_ms in [0u64, 150, 900, 2600, 5100] {
         let (mut child, base) = spawn_binary(&path, &[]);
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-        child.kill().expect("kill -9");
-        child.wait().expect("reaped");
+        child.0.kill().expect("kill -9");
+        child.0.wait().expect("reaped");
         let restored = persist::read(&state).expect("the state file is never corrupt");
         assert_eq!(
             restored.len(),
@@ -456,8 +457,8 @@ async fn kill_9_at_any_moment_leaves_a_usable_state_file() {
             assert_eq!(restored.get(k), Some(v), "{k}");
         }
     }
-    child.kill().expect("kill");
-    child.wait().expect("reaped");
+    child.0.kill().expect("kill");
+    child.0.wait().expect("reaped");
     sim.clear_faults();
 }
 
@@ -471,7 +472,7 @@ async fn sighup_reloads_the_binary() {
     wait_http_ready(&base).await;
     write_config(&dir, &sim, &[(d2.clone(), "h")], "");
     let status = Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
+        .args(["-HUP", &child.0.id().to_string()])
         .status()
         .expect("kill -HUP");
     assert!(status.success());
@@ -488,12 +489,12 @@ async fn sighup_reloads_the_binary() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(
-        child.try_wait().expect("status").is_none(),
+        child.0.try_wait().expect("status").is_none(),
         "SIGHUP killed the process"
     );
     Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .expect("kill -TERM");
-    assert_eq!(child.wait().expect("exit").code(), Some(0));
+    assert_eq!(child.0.wait().expect("exit").code(), Some(0));
 }
