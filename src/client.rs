@@ -318,9 +318,12 @@ impl SasClient {
 /// An HTTP error with all its causes (reqwest's top-level text alone only says "error sending
 /// request"), without the request URL: a V1-signed URL carries the STS token.
 pub fn error_chain(e: reqwest::Error) -> String {
-    let e = e.without_url();
+    chain(&e.without_url())
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
     let mut msg = e.to_string();
-    let mut source = std::error::Error::source(&e);
+    let mut source = e.source();
     while let Some(s) = source {
         msg = format!("{msg}: {s}");
         source = s.source();
@@ -333,7 +336,7 @@ pub fn error_chain(e: reqwest::Error) -> String {
 pub enum CappedReadError {
     /// The body is larger than the cap.
     TooLarge,
-    /// The connection failed or timed out while reading.
+    /// The connection failed or timed out while reading (the URL already stripped).
     Transport(reqwest::Error),
 }
 
@@ -341,14 +344,7 @@ impl std::fmt::Display for CappedReadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CappedReadError::TooLarge => f.write_str("the answer is larger than allowed"),
-            CappedReadError::Transport(e) => {
-                // The URL may carry a signed token; reqwest's Display would print it.
-                let mut msg = e.to_string();
-                if let Some(url) = e.url() {
-                    msg = msg.replace(url.as_str(), "<url>");
-                }
-                f.write_str(&msg)
-            }
+            CappedReadError::Transport(e) => f.write_str(&chain(e)),
         }
     }
 }
@@ -364,7 +360,12 @@ pub async fn read_body_capped(
         return Err(CappedReadError::TooLarge);
     }
     let mut body = Vec::with_capacity(declared as usize);
-    while let Some(chunk) = response.chunk().await.map_err(CappedReadError::Transport)? {
+    // The URL may carry a signed token: strip it where the error enters our types.
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| CappedReadError::Transport(e.without_url()))?
+    {
         if body.len() + chunk.len() > cap {
             return Err(CappedReadError::TooLarge);
         }
