@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -15,8 +15,7 @@ use hyper::{Method, Request, Response};
 use serde_json::{Value, json};
 
 use super::{
-    IssuerState, Server, SimBody, SimKey, Simulator, bind_loopback, json_response, new_sts_key,
-    serve, text_response,
+    IssuerState, Server, SimBody, SimKey, Simulator, json_response, new_sts_key, text_response,
 };
 use crate::clock::Clock;
 use crate::signing;
@@ -74,25 +73,18 @@ impl MetadataSimulator {
         issue_to: Option<Arc<Simulator>>,
         clock: Clock,
     ) -> std::io::Result<MetadataSimulator> {
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                role: role.to_owned(),
-                lifetime: DEFAULT_LIFETIME,
-                tokens: HashMap::new(),
-                imds_v2_required: false,
-                token_endpoint_enabled: true,
-                fail_next: None,
-                delay: None,
-                requests: Vec::new(),
-                issued: Vec::new(),
-            }),
-            issue_to,
-            clock,
-        });
-        let handler_shared = Arc::clone(&shared);
-        let server = serve(bind_loopback().await?, move |req| {
-            handle(Arc::clone(&handler_shared), req)
-        })?;
+        let state = State {
+            role: role.to_owned(),
+            lifetime: DEFAULT_LIFETIME,
+            tokens: HashMap::new(),
+            imds_v2_required: false,
+            token_endpoint_enabled: true,
+            fail_next: None,
+            delay: None,
+            requests: Vec::new(),
+            issued: Vec::new(),
+        };
+        let (shared, server) = Shared::start(state, issue_to, clock, handle).await?;
         Ok(MetadataSimulator { shared, server })
     }
 

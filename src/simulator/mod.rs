@@ -319,7 +319,29 @@ struct IssuerState<S> {
     clock: Clock,
 }
 
-impl<S> IssuerState<S> {
+impl<S: Send + 'static> IssuerState<S> {
+    /// Serves `handler` on an ephemeral loopback port over this state.
+    async fn start<F>(
+        state: S,
+        issue_to: Option<Arc<Simulator>>,
+        clock: Clock,
+        handler: fn(Arc<Self>, Request<Incoming>) -> F,
+    ) -> std::io::Result<(Arc<Self>, Server)>
+    where
+        F: Future<Output = Result<Response<SimBody>, Infallible>> + Send + 'static,
+    {
+        let shared = Arc::new(IssuerState {
+            state: Mutex::new(state),
+            issue_to,
+            clock,
+        });
+        let for_handler = Arc::clone(&shared);
+        let server = serve(bind_loopback().await?, move |req| {
+            handler(Arc::clone(&for_handler), req)
+        })?;
+        Ok((shared, server))
+    }
+
     fn lock(&self) -> MutexGuard<'_, S> {
         // A panic in a handler must not take the whole simulator down with a poisoned lock.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -1010,24 +1032,42 @@ fn decode_pairs(q: &str, plus_is_space: bool) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn text_response(status: u16, body: String) -> Response<SimBody> {
-    Response::builder()
-        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
-        .header("content-type", "text/plain;charset=utf-8")
-        .body(Full::new(Bytes::from(body)).boxed())
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
-}
+const JSON: &str = "application/json;charset=utf-8";
 
-fn json_response(status: u16, body: String, retry_after_ms: Option<u64>) -> Response<SimBody> {
+/// Every simulator answer goes through here: status, content type, optional retry-after.
+fn respond(
+    status: u16,
+    content_type: &str,
+    retry_after_ms: Option<u64>,
+    body: SimBody,
+) -> Response<SimBody> {
     let mut builder = Response::builder()
         .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
-        .header("content-type", "application/json;charset=utf-8");
+        .header("content-type", content_type);
     if let Some(ms) = retry_after_ms {
         builder = builder.header("x-acs-retry-after", ms.to_string());
     }
     builder
-        .body(Full::new(Bytes::from(body)).boxed())
+        .body(body)
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
+}
+
+fn text_response(status: u16, body: String) -> Response<SimBody> {
+    respond(
+        status,
+        "text/plain;charset=utf-8",
+        None,
+        Full::new(Bytes::from(body)).boxed(),
+    )
+}
+
+fn json_response(status: u16, body: String, retry_after_ms: Option<u64>) -> Response<SimBody> {
+    respond(
+        status,
+        JSON,
+        retry_after_ms,
+        Full::new(Bytes::from(body)).boxed(),
+    )
 }
 
 fn error_response(
@@ -1111,11 +1151,7 @@ fn oversized_response(bytes: usize, chunked: bool) -> Response<SimBody> {
         remaining: bytes,
         announce: !chunked,
     };
-    Response::builder()
-        .status(StatusCode::OK)
-        .header("content-type", "application/json")
-        .body(body.boxed())
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
+    respond(200, JSON, None, body.boxed())
 }
 
 /// A body of spaces produced 64 KiB at a time, so the simulator itself never holds it whole.
@@ -1161,11 +1197,7 @@ fn truncated_response(full: String) -> Response<SimBody> {
         part: Some(full.slice(..full.len() / 2)),
         pause: None,
     };
-    Response::builder()
-        .status(StatusCode::OK)
-        .header("content-type", "application/json;charset=utf-8")
-        .body(body.boxed())
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
+    respond(200, JSON, None, body.boxed())
 }
 
 /// Announces `announced` bytes, sends `part`, then ends short of the announced length, which makes
@@ -1216,11 +1248,7 @@ fn endless_response(chunk: usize, every: Duration) -> Response<SimBody> {
         every,
         timer: Box::pin(tokio::time::sleep(every)),
     };
-    Response::builder()
-        .status(StatusCode::OK)
-        .header("content-type", "application/json;charset=utf-8")
-        .body(body.boxed())
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
+    respond(200, JSON, None, body.boxed())
 }
 
 /// A body that never ends. hyper polls it only when it can write, so a client that stops reading

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -17,9 +17,9 @@ use serde_json::{Value, json};
 
 use super::{
     IssuerState, Product, Rejection, Server, SimBody, SimKey, Simulator, V1_REQUIRED,
-    bind_loopback, check_security_token, check_timestamp, check_v1_method, find_key, json_response,
-    new_sts_key, parse_form, parse_query, product_error_response, read_body, request_id, require,
-    serve, spend_nonce, v1_signature_matches,
+    check_security_token, check_timestamp, check_v1_method, find_key, json_response, new_sts_key,
+    parse_form, parse_query, product_error_response, read_body, request_id, require, spend_nonce,
+    v1_signature_matches,
 };
 use crate::clock::Clock;
 use crate::signing;
@@ -78,24 +78,17 @@ impl StsSimulator {
         issue_to: Option<Arc<Simulator>>,
         clock: Clock,
     ) -> std::io::Result<StsSimulator> {
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                keys,
-                roles: HashSet::new(),
-                oidc_tokens: HashMap::new(),
-                nonces: HashMap::new(),
-                fail_next: None,
-                delay: None,
-                requests: Vec::new(),
-                issued: Vec::new(),
-            }),
-            issue_to,
-            clock,
-        });
-        let handler_shared = Arc::clone(&shared);
-        let server = serve(bind_loopback().await?, move |req| {
-            handle(Arc::clone(&handler_shared), req)
-        })?;
+        let state = State {
+            keys,
+            roles: HashSet::new(),
+            oidc_tokens: HashMap::new(),
+            nonces: HashMap::new(),
+            fail_next: None,
+            delay: None,
+            requests: Vec::new(),
+            issued: Vec::new(),
+        };
+        let (shared, server) = Shared::start(state, issue_to, clock, handle).await?;
         Ok(StsSimulator { shared, server })
     }
 
