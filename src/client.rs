@@ -393,14 +393,15 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
         .map(Duration::from_millis)
 }
 
-#[derive(serde::Deserialize)]
-struct ErrorBody {
+/// The error body every Alibaba Cloud RPC API answers with (Security Center, STS).
+#[derive(serde::Deserialize, Default)]
+pub(crate) struct ErrorBody {
     #[serde(rename = "Code")]
-    code: Option<String>,
+    pub(crate) code: Option<String>,
     #[serde(rename = "Message")]
-    message: Option<String>,
+    pub(crate) message: Option<String>,
     #[serde(rename = "RequestId")]
-    request_id: Option<String>,
+    pub(crate) request_id: Option<String>,
 }
 
 fn error_from_body(status: u16, body: &[u8], retry_after: Option<Duration>) -> ApiError {

@@ -16,18 +16,23 @@ fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
     path
 }
 
+/// Runs `--config.check` on a file with the given environment variables.
+fn config_check(path: &std::path::Path, env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(BIN)
+        .args(["--config.check", "--config.file"])
+        .arg(path)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run")
+}
+
 #[test]
 fn config_check_good_and_bad() {
     let good = temp_file(
         "good.yml",
         "sas:\n  region: cn-hangzhou\ncredentials:\n  access_key_id: ${TEST_AK}\n  access_key_secret: s\ntargets:\n  - digest: sha256:8F0FBDB41D3D1ADE4FFDF21558443F4C03342010563BB8C43CCC09594D50ABCD\n    labels: {team: a}\n",
     );
-    let out = Command::new(BIN)
-        .args(["--config.check", "--config.file"])
-        .arg(&good)
-        .env("TEST_AK", "LTAItest")
-        .output()
-        .expect("run");
+    let out = config_check(&good, &[("TEST_AK", "LTAItest")]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
@@ -38,11 +43,7 @@ fn config_check_good_and_bad() {
         "bad.yml",
         "polling:\n  concurrency: 0\n  surprise: 1\ntargets:\n  - digest: nothex\n",
     );
-    let out = Command::new(BIN)
-        .args(["--config.check", "--config.file"])
-        .arg(&bad)
-        .output()
-        .expect("run");
+    let out = config_check(&bad, &[]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     let file = bad.display().to_string();
@@ -333,11 +334,10 @@ fn the_example_config_and_its_target_files_pass_the_check() {
         env!("CARGO_MANIFEST_DIR"),
         "/config/sas-image-scan-exporter.yml"
     );
-    let out = Command::new(BIN)
-        .args(["--config.check", "--config.file", config])
-        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAIexample")
-        .output()
-        .expect("run");
+    let out = config_check(
+        std::path::Path::new(config),
+        &[("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAIexample")],
+    );
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let summary = String::from_utf8_lossy(&out.stdout);
     assert!(summary.starts_with("config OK: 5 targets, "), "{summary}");

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::refresh::Fetcher;
 use super::{BoxFuture, Credentials, CredentialsError, CredentialsProvider};
-use crate::client::{error_chain, read_body_capped};
+use crate::client::{ErrorBody, error_chain, read_body_capped};
 use crate::clock::Clock;
 use crate::signing::{self, RpcCall, SignatureVersion};
 
@@ -154,7 +154,7 @@ impl StsClient {
             .await
             .map_err(|e| fail(format!("reading the STS answer failed: {e}")))?;
         if !(200..300).contains(&status) {
-            let err: StsError = serde_json::from_slice(&body).unwrap_or_default();
+            let err: ErrorBody = serde_json::from_slice(&body).unwrap_or_default();
             return Err(fail(format!(
                 "STS answered HTTP {status}: {} {} (RequestId {})",
                 err.code.unwrap_or_default(),
@@ -198,16 +198,6 @@ impl RoleParams {
         }
         p
     }
-}
-
-#[derive(Deserialize, Default)]
-struct StsError {
-    #[serde(rename = "Code")]
-    code: Option<String>,
-    #[serde(rename = "Message")]
-    message: Option<String>,
-    #[serde(rename = "RequestId")]
-    request_id: Option<String>,
 }
 
 #[derive(Deserialize)]
