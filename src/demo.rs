@@ -783,6 +783,18 @@ mod tests {
         }
     }
 
+    /// The real client, configured as the exporter would be for the demo.
+    async fn demo_client(cfg: &Config) -> SasClient {
+        let creds = credentials::provider_from_config(
+            cfg.credentials.as_ref(),
+            &|_| None,
+            crate::clock::Clock::system(),
+        )
+        .await
+        .expect("demo credentials");
+        SasClient::new(ClientOptions::from_config(&cfg.sas), creds).expect("client builds")
+    }
+
     #[tokio::test]
     async fn the_real_client_sees_the_story() {
         let speed = 120.0;
@@ -794,15 +806,7 @@ mod tests {
             Some(demo.simulator.url().as_str())
         );
         assert_eq!(cfg.targets.len(), 12);
-        let creds = credentials::provider_from_config(
-            cfg.credentials.as_ref(),
-            &|_| None,
-            crate::clock::Clock::system(),
-        )
-        .await
-        .expect("demo credentials");
-        let client =
-            SasClient::new(ClientOptions::from_config(&cfg.sas), creds).expect("client builds");
+        let client = demo_client(&cfg).await;
 
         let mut seen = Vec::new();
         for (i, target) in cfg.targets.iter().enumerate() {
@@ -865,15 +869,7 @@ mod tests {
         );
         assert!(denied.contains(&digest));
         let cfg = demo.config();
-        let creds = credentials::provider_from_config(
-            cfg.credentials.as_ref(),
-            &|_| None,
-            crate::clock::Clock::system(),
-        )
-        .await
-        .expect("demo credentials");
-        let client =
-            SasClient::new(ClientOptions::from_config(&cfg.sas), creds).expect("client builds");
+        let client = demo_client(&cfg).await;
         match client.describe_image_latest_scan_task(&digest).await {
             Err(ApiError::Service { status, code, .. }) => {
                 assert_eq!((status, code.as_str()), (403, "NoPermission"));
