@@ -23,18 +23,9 @@ impl ShutdownTrigger {
         self.0.send_replace(true);
     }
 
-    /// A new signal connected to this trigger.
-    pub fn subscribe(&self) -> Shutdown {
-        Shutdown(self.0.subscribe())
-    }
 }
 
 impl Shutdown {
-    /// True once shutdown was triggered.
-    pub fn is_triggered(&self) -> bool {
-        *self.0.borrow()
-    }
-
     /// Completes when shutdown is triggered (or the trigger is dropped).
     pub async fn wait(&mut self) {
         // An error means the trigger is gone, which also means stop.
