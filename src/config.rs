@@ -117,7 +117,7 @@ pub struct Config {
 }
 
 /// The `sas` section.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SasConfig {
     /// Region id; it selects the endpoint when no override is given.
     pub region: String,

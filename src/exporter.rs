@@ -158,7 +158,7 @@ impl Reloader {
             (cur.0.sas.clone(), cur.0.credentials.clone(), cur.1.clone())
         };
         let creds_changed = !same_credentials(old_creds.as_ref(), config.credentials.as_ref());
-        let client = if creds_changed || format!("{old_sas:?}") != format!("{:?}", config.sas) {
+        let client = if creds_changed || old_sas != config.sas {
             let provider = if creds_changed {
                 let p = credentials::provider_from_config(
                     config.credentials.as_ref(),

@@ -22,7 +22,6 @@ impl ShutdownTrigger {
     pub fn trigger(&self) {
         self.0.send_replace(true);
     }
-
 }
 
 impl Shutdown {
