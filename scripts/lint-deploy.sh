@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Lints the container image definition and the Kubernetes manifests (issue 7, "Prove it: Lint").
+# Lints the container image definition and the Kubernetes manifests.
 #
 #   scripts/lint-deploy.sh [STEP...]      # default: every step
 #

@@ -6,6 +6,16 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+/// Seconds since the Unix epoch, as metrics carry them.
+pub type UnixSeconds = f64;
+
+/// Seconds since the Unix epoch now.
+pub fn unix_now() -> UnixSeconds {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 /// Wall-clock time source shared by the client and the credential providers.
 #[derive(Clone)]
 pub struct Clock(Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>);

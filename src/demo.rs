@@ -1,4 +1,4 @@
-//! Demo mode (SPEC section 9): the simulator with a dozen synthetic digests whose scans keep moving
+//! Demo mode: the simulator with a dozen synthetic digests whose scans keep moving
 //! through their lifecycle, so a newcomer sees live metrics without an Alibaba Cloud account.
 //!
 //! The story is a pure function of the (scaled) time since the demo started; a background task
@@ -476,10 +476,10 @@ impl Demo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::{ApiError, ClientOptions, SasClient};
+    use crate::aliyun::client::{ApiError, ClientOptions, SasClient};
+    use crate::aliyun::credentials;
+    use crate::aliyun::scan::ScanStatus;
     use crate::config::{self, normalize_digest};
-    use crate::credentials;
-    use crate::scan::ScanStatus;
 
     const EPOCH: i64 = 1_760_000_000_000;
 
@@ -663,7 +663,7 @@ mod tests {
                     );
                 }
                 assert_eq!(
-                    crate::scan::parse_api_time(
+                    crate::aliyun::scan::parse_api_time(
                         task["Create"].as_str().expect("Create"),
                         DEMO_TIMEZONE
                     )

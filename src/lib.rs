@@ -1,26 +1,75 @@
 //! sas-image-scan-exporter: a Prometheus exporter for the container-image scan tasks of Alibaba
 //! Cloud Security Center (`DescribeImageLatestScanTask`).
+//!
+//! # Layers
+//!
+//! Each layer uses only the layers below it; `main.rs` only parses flags and wires.
+//!
+//! | layer | modules | what it holds |
+//! |---|---|---|
+//! | assembly | [`app`] | builds a running exporter from a config; reloads |
+//! | serving | `server` | accept loop and limits, routes, TLS and basic auth, status page |
+//! | exposition | `exposition` | text and OpenMetrics encoding, gzip, own and process metrics |
+//! | polling | `poll` | scheduler, token bucket, snapshot store, state file |
+//! | inputs | [`config`], [`targets`] | the YAML config, target files, shards |
+//! | API access | `aliyun` | signing, transport, Security Center client, response parser, credentials |
+//! | foundations | [`clock`], `backoff`, `fsperm`, `shutdown`, [`logging`] | small leaves every layer may use |
+//!
+//! The data flow: the config names targets; the scheduler polls each due digest through the
+//! token bucket and the client; results go into the store, which publishes an immutable snapshot;
+//! a scrape encodes the current snapshot (cached per version) and the server sends it.
+//!
+//! Internals are `pub(crate)`; what tests, benchmarks and fuzz targets need is re-exported below.
 
-pub mod client;
+#![warn(missing_docs)]
+
+pub(crate) mod aliyun;
+pub mod app;
+pub(crate) mod backoff;
 pub mod clock;
 pub mod config;
-pub mod credentials;
+#[cfg(feature = "demo")]
 pub mod demo;
-pub mod exporter;
-pub mod http;
+pub(crate) mod exposition;
+pub(crate) mod fsperm;
 pub mod logging;
-pub mod metrics;
-pub mod persist;
-pub mod process;
-pub mod scan;
-pub mod scheduler;
-pub mod shutdown;
-pub mod signing;
+pub(crate) mod poll;
+pub(crate) mod server;
+pub(crate) mod shutdown;
 pub mod simulator;
-pub mod state;
-pub mod status_page;
 pub mod targets;
-pub mod webconfig;
+pub(crate) mod telemetry;
+
+// What the binary, the integration tests, the benchmarks and the fuzz targets use, re-exported on
+// purpose; everything else stays inside the crate.
+pub use aliyun::client::{
+    ACTION, API_VERSION, ApiError, ClientBuildError, ClientOptions, ErrorClass, SasClient,
+};
+pub use aliyun::credentials::{
+    Credentials, CredentialsError, CredentialsProvider, ProviderStatus, Resolver, Source,
+    StaticProvider, provider_from_config,
+};
+pub use aliyun::scan::{
+    ParseError, ScanResult, ScanState, ScanStatus, ScanTask, parse_api_time, parse_response,
+};
+pub use aliyun::transport::MAX_BODY_BYTES;
+pub use clock::{UnixSeconds, unix_now};
+pub use poll::state_file::{StateError, read as read_state_file};
+pub use server::listener::{bind, parse_listen_address};
+
+/// Request signing (V1 and V3) and its canonical strings, for the signature tests and fuzzing.
+pub mod signing {
+    pub use crate::aliyun::signing::{
+        EMPTY_BODY_SHA256, RpcCall, SignatureVersion, SignedRequest, V3_ALGORITHM, canonical_query,
+        format_timestamp, new_nonce, percent_encode, sha256_hex, sign, v1_signature,
+        v1_string_to_sign, v3_canonical_request, v3_signature, v3_string_to_sign,
+    };
+}
+
+/// The Alibaba Cloud CLI profile readers, for the credentials tests.
+pub mod profiles {
+    pub use crate::aliyun::credentials::profile::{cli_config_path, from_cli_config, from_ini};
+}
 
 /// Version, git revision and compiler, for --version and sas_exporter_build_info.
 pub mod build_info {

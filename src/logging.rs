@@ -302,7 +302,9 @@ where
 #[cfg(test)]
 mod tests {
     use std::io;
-    use std::sync::{Arc, Mutex, MutexGuard};
+    use std::sync::Arc;
+
+    use parking_lot::{Mutex, MutexGuard};
 
     use tracing::{debug, error, info, info_span, warn};
 
@@ -314,7 +316,7 @@ mod tests {
 
     impl Capture {
         fn buf(&self) -> MutexGuard<'_, Vec<u8>> {
-            self.0.lock().unwrap_or_else(|e| e.into_inner())
+            self.0.lock()
         }
 
         fn text(&self) -> String {

@@ -4,12 +4,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use sas_image_scan_exporter::app::{Exporter, Options};
 use sas_image_scan_exporter::config::Config;
 use sas_image_scan_exporter::demo::Demo;
-use sas_image_scan_exporter::exporter::{Exporter, Options};
 use sas_image_scan_exporter::logging::{self, LogFormat, LogLevel};
 use sas_image_scan_exporter::targets::{Shard, TargetFiles, hostname};
-use sas_image_scan_exporter::{build_info, http};
+use sas_image_scan_exporter::{bind, build_info, parse_listen_address};
 
 /// Prometheus exporter for Alibaba Cloud Security Center image scan tasks.
 #[derive(Parser, Debug)]
@@ -88,7 +88,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            // Help and --version are not errors; bad flags exit 1 as the SPEC says (clap uses 2).
+            // Help and --version are not errors; bad flags exit 1 like every start-up error (clap uses 2).
             return if e.use_stderr() {
                 ExitCode::from(1)
             } else {
@@ -107,7 +107,7 @@ fn main() -> ExitCode {
     }
     // Bad address syntax is a bad flag (exit 1); only a failing bind exits 2.
     for address in &cli.listen_addresses {
-        if let Err(e) = http::parse_listen_address(address) {
+        if let Err(e) = parse_listen_address(address) {
             eprintln!("--web.listen-address: {e}");
             return ExitCode::from(1);
         }
@@ -201,7 +201,7 @@ async fn run(cli: Cli, shard: Shard) -> ExitCode {
 
     let mut listeners = Vec::new();
     for address in &cli.listen_addresses {
-        match http::bind(address).await {
+        match bind(address).await {
             Ok(l) => listeners.push(l),
             Err(e) => {
                 tracing::error!(error = %e, "cannot listen");

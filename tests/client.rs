@@ -5,15 +5,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::FixedOffset;
-use sas_image_scan_exporter::client::{ApiError, ClientOptions, ErrorClass, SasClient};
 use sas_image_scan_exporter::clock::Clock;
-use sas_image_scan_exporter::credentials::{Credentials, StaticProvider};
-use sas_image_scan_exporter::scan::{ScanStatus, ScanTask};
 use sas_image_scan_exporter::signing::{self, SignatureVersion};
 use sas_image_scan_exporter::simulator::{
     DigestReply, Fault, FaultAction, FaultScope, SIM_ACCESS_KEY_ID, SIM_ACCESS_KEY_SECRET,
     Scenario, SimKey, Simulator, synthetic_task,
 };
+use sas_image_scan_exporter::{ApiError, ClientOptions, ErrorClass, SasClient};
+use sas_image_scan_exporter::{Credentials, StaticProvider};
+use sas_image_scan_exporter::{ScanStatus, ScanTask};
 use serde_json::{Value, json};
 
 const D1: &str = "8f0fbdb41d3d1ade4ffdf21558443f4c03342010563bb8c43ccc09594d50abcd";
@@ -141,7 +141,7 @@ async fn every_response_shape() {
     .await;
     let c = client(&sim, SignatureVersion::V3);
     let check_none = |r: Result<_, ApiError>| {
-        let r: sas_image_scan_exporter::scan::ScanResult = r.expect("ok");
+        let r: sas_image_scan_exporter::ScanResult = r.expect("ok");
         assert_eq!((r.task, r.tasks_in_response), (None, 0));
     };
     check_none(c.describe_image_latest_scan_task(D1).await);

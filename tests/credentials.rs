@@ -10,13 +10,13 @@ use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::time::Duration;
 
 use chrono::{FixedOffset, Utc};
-use sas_image_scan_exporter::client::{ClientOptions, SasClient};
 use sas_image_scan_exporter::clock::Clock;
 use sas_image_scan_exporter::config::{CredentialsConfig, OidcConfig, SignatureVersion};
-use sas_image_scan_exporter::credentials::{CredentialsProvider, provider_from_config};
 use sas_image_scan_exporter::simulator::{
     MetadataSimulator, Scenario, SimKey, Simulator, StsSimulator,
 };
+use sas_image_scan_exporter::{ClientOptions, SasClient};
+use sas_image_scan_exporter::{CredentialsProvider, provider_from_config};
 use secrecy::SecretString;
 
 const DIGEST: &str = "8f0fbdb41d3d1ade4ffdf21558443f4c03342010563bb8c43ccc09594d50abcd";

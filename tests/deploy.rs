@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::require_tool;
-use sas_image_scan_exporter::credentials::{Source, profile};
+use sas_image_scan_exporter::{Source, profiles as profile};
 use secrecy::ExposeSecret;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sas-image-scan-exporter");

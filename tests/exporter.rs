@@ -143,10 +143,10 @@ async fn one_round_shows_exactly_the_specified_series() {
         FaultScope::Digest(flaky.clone()),
         Fault::error(503, "ServiceUnavailable").times(1),
     );
-    let before = sas_image_scan_exporter::state::unix_now();
+    let before = sas_image_scan_exporter::unix_now();
     let exporter = start(&config(&sim, targets, polling(600, 600, 50.0, 4))).await;
     wait_ready(&exporter).await;
-    let after = sas_image_scan_exporter::state::unix_now();
+    let after = sas_image_scan_exporter::unix_now();
 
     let text = get(&exporter, "/metrics", &[]).await;
     assert_eq!(text.status, 200);

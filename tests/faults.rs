@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 
 use chrono::FixedOffset;
 use common::*;
-use sas_image_scan_exporter::client::MAX_BODY_BYTES;
-use sas_image_scan_exporter::exporter::Exporter;
-use sas_image_scan_exporter::scan::parse_response;
+use sas_image_scan_exporter::MAX_BODY_BYTES;
+use sas_image_scan_exporter::app::Exporter;
+use sas_image_scan_exporter::parse_response;
 use sas_image_scan_exporter::simulator::{Fault, FaultAction, FaultScope, Scenario, Simulator};
 use serde_json::{Value, json};
 use tokio::sync::RwLock;

@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::FixedOffset;
-use sas_image_scan_exporter::client::{ClientOptions, SasClient};
-use sas_image_scan_exporter::credentials::{Credentials, StaticProvider};
 use sas_image_scan_exporter::signing::SignatureVersion;
 use sas_image_scan_exporter::simulator::{RecordedRequest, Scenario, SimKey, Simulator};
+use sas_image_scan_exporter::{ClientOptions, SasClient};
+use sas_image_scan_exporter::{Credentials, StaticProvider};
 
 const VERIFIER: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use sas_image_scan_exporter::app::{Exporter, Options};
 use sas_image_scan_exporter::config::Config;
-use sas_image_scan_exporter::exporter::{Exporter, Options};
-use sas_image_scan_exporter::persist;
+use sas_image_scan_exporter::read_state_file;
 use sas_image_scan_exporter::simulator::{
     Fault, FaultScope, SIM_ACCESS_KEY_ID, SIM_ACCESS_KEY_SECRET, Scenario, Simulator,
 };
@@ -224,7 +224,7 @@ async fn the_state_file_restores_metrics_and_readiness_at_once() {
     wait_ready(&first).await;
     let before = scan_samples(&get(&first, "/metrics", &[]).await.body);
     first.shutdown().await;
-    assert_eq!(persist::read(&state).expect("valid state").len(), 10);
+    assert_eq!(read_state_file(&state).expect("valid state").len(), 10);
 
     // The API is now slow: a restart must not wait for it.
     sim.inject(FaultScope::Global, Fault::delay(Duration::from_secs(30)));
@@ -417,7 +417,7 @@ async fn kill_9_at_any_moment_leaves_a_usable_state_file() {
             .1,
     );
     let deadline = Instant::now() + Duration::from_secs(20);
-    while persist::read(&state).map(|s| s.len()).unwrap_or(0) < targets.len() {
+    while read_state_file(&state).map(|s| s.len()).unwrap_or(0) < targets.len() {
         assert!(Instant::now() < deadline, "state never written");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -428,7 +428,7 @@ async fn kill_9_at_any_moment_leaves_a_usable_state_file() {
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
         child.0.kill().expect("kill -9");
         child.0.wait().expect("reaped");
-        let restored = persist::read(&state).expect("the state file is never corrupt");
+        let restored = read_state_file(&state).expect("the state file is never corrupt");
         assert_eq!(
             restored.len(),
             targets.len(),

@@ -10,7 +10,7 @@ use common::*;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
 };
-use sas_image_scan_exporter::exporter::{Exporter, Options};
+use sas_image_scan_exporter::app::{Exporter, Options};
 use sas_image_scan_exporter::simulator::{Scenario, Simulator};
 
 struct Pki {

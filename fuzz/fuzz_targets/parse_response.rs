@@ -4,7 +4,7 @@
 
 use chrono::FixedOffset;
 use libfuzzer_sys::fuzz_target;
-use sas_image_scan_exporter::scan::{ScanTask, parse_api_time, parse_response};
+use sas_image_scan_exporter::{ScanTask, parse_api_time, parse_response};
 
 fuzz_target!(|data: &[u8]| {
     // The first byte picks the zone (about ±23.8 h in 11¼-minute steps); the whole input is the

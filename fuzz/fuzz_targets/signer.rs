@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use arbitrary::Arbitrary;
 use chrono::DateTime;
 use libfuzzer_sys::fuzz_target;
-use sas_image_scan_exporter::credentials::Credentials;
+use sas_image_scan_exporter::Credentials;
 use sas_image_scan_exporter::signing::{self, RpcCall, SignatureVersion};
 
 #[derive(Arbitrary, Debug)]

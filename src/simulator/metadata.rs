@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 use super::{
     IssuerState, Server, SimBody, SimKey, Simulator, json_response, new_sts_key, text_response,
 };
+use crate::aliyun::signing;
 use crate::clock::Clock;
-use crate::signing;
 
 /// Header carrying the IMDSv2 session token on metadata reads.
 const TOKEN_HEADER: &str = "x-aliyun-ecs-metadata-token";
@@ -308,7 +308,7 @@ mod tests {
     use std::sync::atomic::{AtomicI64, Ordering};
 
     use super::*;
-    use crate::client::{ACTION, API_VERSION};
+    use crate::aliyun::client::{ACTION, API_VERSION};
     use crate::simulator::Scenario;
 
     const CREDS_PATH: &str = "/latest/meta-data/ram/security-credentials/";

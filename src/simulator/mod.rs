@@ -36,9 +36,9 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::client::{ACTION, API_VERSION};
+use crate::aliyun::client::{ACTION, API_VERSION};
+use crate::aliyun::signing;
 use crate::clock::Clock;
-use crate::signing;
 
 /// The simulator's default AccessKey ID (also used by `--demo`).
 pub const SIM_ACCESS_KEY_ID: &str = "LTAIsimulator0000demo";
@@ -1291,8 +1291,8 @@ impl Body for EndlessBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::credentials::Credentials;
-    use crate::signing::{RpcCall, SignatureVersion};
+    use crate::aliyun::credentials::Credentials;
+    use crate::aliyun::signing::{RpcCall, SignatureVersion};
 
     const DIGEST: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 

@@ -21,8 +21,8 @@ use super::{
     parse_form, parse_query, product_error_response, read_body, request_id, require, spend_nonce,
     v1_signature_matches,
 };
+use crate::aliyun::signing;
 use crate::clock::Clock;
-use crate::signing;
 
 /// The STS API version every request must name.
 const STS_VERSION: &str = "2015-04-01";
@@ -435,7 +435,7 @@ fn issue(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::{ACTION, API_VERSION};
+    use crate::aliyun::client::{ACTION, API_VERSION};
     use crate::simulator::Scenario;
 
     const ROLE: &str = "acs:ram::123456789012:role/exporter";

@@ -7,10 +7,10 @@ use std::io::Read as _;
 use std::time::{Duration, Instant};
 
 use chrono::FixedOffset;
+use sas_image_scan_exporter::app::{Exporter, Options};
 use sas_image_scan_exporter::config::{
     Config, CredentialsConfig, Location, PollingConfig, SasConfig, SignatureVersion, Target,
 };
-use sas_image_scan_exporter::exporter::{Exporter, Options};
 use sas_image_scan_exporter::simulator::{SIM_ACCESS_KEY_ID, SIM_ACCESS_KEY_SECRET, Simulator};
 
 pub fn digest(n: u32) -> String {

@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::provider::CredentialsError;
+use super::source::{Source, default_session_name};
 use super::sts::RoleParams;
-use super::{Credentials, CredentialsError, Source, default_session_name};
+use crate::aliyun::signing::Credentials;
 
 /// Where the CLI keeps its profiles, under the home directory.
 pub fn cli_config_path(home: &Path) -> PathBuf {
@@ -56,7 +58,10 @@ struct CliProfile {
 fn read_if_present(path: &Path) -> Result<Option<String>, CredentialsError> {
     match std::fs::read_to_string(path) {
         Ok(t) => {
-            super::warn_if_readable_by_others(path);
+            crate::fsperm::warn_if_readable(
+                path,
+                "a file holding a secret is readable by group or others; chmod 600 it",
+            );
             Ok(Some(t))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),

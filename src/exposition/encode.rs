@@ -6,10 +6,11 @@
 //! the small live part (request counters, process metrics, overdue count) is encoded per scrape; for
 //! gzip it is deflated on its own and spliced after the cached prefix into one valid gzip member.
 
-use std::collections::HashSet;
 use std::io::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
 
 use bytes::Bytes;
 use prometheus_client::collector::Collector;
@@ -17,189 +18,15 @@ use prometheus_client::encoding::{
     DescriptorEncoder, EncodeLabelSet, LabelSetEncoder, NoLabelSet, prometheus_text, text,
 };
 use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::aliyun::credentials::ProviderHandle;
+use crate::aliyun::scan::{ScanState, ScanTask};
 use crate::build_info;
-use crate::exporter::ProviderHandle;
-use crate::process::ProcessCollector;
-use crate::scan::{ScanStatus, ScanTask};
-use crate::state::{Snapshot, Store, unix_now};
-
-/// Distinct API error codes kept as label values; later ones are counted as `other`.
-pub const MAX_ERROR_CODES: usize = 64;
-
-/// The exposition format negotiated with the scraper.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    /// Prometheus text format 0.0.4.
-    Text,
-    /// OpenMetrics 1.0.0.
-    OpenMetrics,
-}
-
-impl Format {
-    /// The `Content-Type` to answer with.
-    pub fn content_type(self) -> &'static str {
-        match self {
-            Format::Text => prometheus_text::CONTENT_TYPE,
-            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        }
-    }
-
-    fn index(self) -> usize {
-        match self {
-            Format::Text => 0,
-            Format::OpenMetrics => 1,
-        }
-    }
-}
-
-/// Picks OpenMetrics when the `Accept` header asks for it, else the text format.
-pub fn negotiate(accept: Option<&str>) -> Format {
-    let wants_om = accept.is_some_and(|a| {
-        a.split(',').any(|range| {
-            let mut parts = range.split(';').map(str::trim);
-            let media = parts.next().unwrap_or_default();
-            let q_zero = parts.any(|p| {
-                p.strip_prefix("q=")
-                    .and_then(|q| q.parse::<f32>().ok())
-                    .is_some_and(|q| q <= 0.0)
-            });
-            media.eq_ignore_ascii_case("application/openmetrics-text") && !q_zero
-        })
-    });
-    if wants_om {
-        Format::OpenMetrics
-    } else {
-        Format::Text
-    }
-}
-
-/// True when `Accept-Encoding` allows gzip (and does not give it q=0).
-pub fn accepts_gzip(accept_encoding: Option<&str>) -> bool {
-    accept_encoding.is_some_and(|a| {
-        a.split(',').any(|coding| {
-            let mut parts = coding.split(';').map(str::trim);
-            let name = parts.next().unwrap_or_default();
-            let q_zero = parts.any(|p| {
-                p.strip_prefix("q=")
-                    .and_then(|q| q.parse::<f32>().ok())
-                    .is_some_and(|q| q <= 0.0)
-            });
-            (name.eq_ignore_ascii_case("gzip") || name == "*") && !q_zero
-        })
-    })
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
-struct ActionLabels {
-    action: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
-struct FileLabels {
-    file: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
-struct ErrorLabels {
-    action: String,
-    code: String,
-}
-
-fn duration_histogram() -> Histogram {
-    Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
-}
-
-/// The exporter's own counters and gauges, updated by the scheduler and the reload logic.
-#[derive(Debug)]
-pub struct ExporterMetrics {
-    requests: Family<ActionLabels, Counter>,
-    errors: Family<ErrorLabels, Counter>,
-    durations: Family<ActionLabels, Histogram, fn() -> Histogram>,
-    reload_ok: Gauge,
-    reload_ts: Gauge<f64, std::sync::atomic::AtomicU64>,
-    target_files: Family<FileLabels, Gauge>,
-    codes_seen: Mutex<HashSet<String>>,
-}
-
-impl Default for ExporterMetrics {
-    fn default() -> Self {
-        ExporterMetrics {
-            requests: Family::default(),
-            errors: Family::default(),
-            durations: Family::new_with_constructor(duration_histogram),
-            reload_ok: Gauge::default(),
-            reload_ts: Gauge::default(),
-            target_files: Family::default(),
-            codes_seen: Mutex::new(HashSet::new()),
-        }
-    }
-}
-
-impl ExporterMetrics {
-    /// Counts one HTTP request sent to the API and how long it took.
-    pub fn observe_request(&self, action: &str, seconds: f64) {
-        let labels = ActionLabels {
-            action: action.to_owned(),
-        };
-        self.requests.get_or_create(&labels).inc();
-        self.durations.get_or_create(&labels).observe(seconds);
-    }
-
-    /// Counts one failed request under its error code (API codes beyond the cap become `other`).
-    pub fn observe_error(&self, action: &str, code: &str) {
-        let code = self.bounded_code(code);
-        self.errors
-            .get_or_create(&ErrorLabels {
-                action: action.to_owned(),
-                code,
-            })
-            .inc();
-    }
-
-    fn bounded_code(&self, code: &str) -> String {
-        if matches!(
-            code,
-            "timeout" | "connect" | "http_5xx" | "invalid_response"
-        ) {
-            return code.to_owned();
-        }
-        let mut seen = self.codes_seen.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.contains(code) {
-            code.to_owned()
-        } else if seen.len() < MAX_ERROR_CODES {
-            seen.insert(code.to_owned());
-            code.to_owned()
-        } else {
-            "other".to_owned()
-        }
-    }
-
-    /// Records the outcome of the last read of each target file (files no longer matched vanish).
-    pub fn target_files(&self, files: &[crate::targets::FileStatus]) {
-        self.target_files.clear();
-        for f in files {
-            self.target_files
-                .get_or_create(&FileLabels {
-                    file: f.path.display().to_string(),
-                })
-                .set(i64::from(f.error.is_none()));
-        }
-    }
-
-    /// Records the outcome of a configuration (re)load.
-    pub fn config_loaded(&self, ok: bool) {
-        self.reload_ok.set(i64::from(ok));
-        if ok {
-            self.reload_ts.set(unix_now());
-        }
-    }
-}
+use crate::exposition::negotiate::Format;
+use crate::exposition::process::ProcessCollector;
+use crate::poll::store::{Snapshot, Store, unix_now};
+use crate::telemetry::ExporterMetrics;
 
 /// Encodes `/metrics` bodies, caching the per-digest part per snapshot version.
 #[derive(Debug)]
@@ -221,36 +48,7 @@ impl Exposition {
     /// Builds the exposition over a store and the exporter's metrics.
     pub fn new(store: Arc<Store>, metrics: &ExporterMetrics, credentials: ProviderHandle) -> Self {
         let mut live = Registry::default();
-        live.register(
-            "sas_exporter_api_requests",
-            "HTTP requests sent to the Security Center API, retries included",
-            metrics.requests.clone(),
-        );
-        live.register(
-            "sas_exporter_api_request_errors",
-            "Failed Security Center API requests by error code (the API's Code, or timeout, connect, http_5xx, invalid_response)",
-            metrics.errors.clone(),
-        );
-        live.register(
-            "sas_exporter_api_request_duration_seconds",
-            "Duration of Security Center API requests",
-            metrics.durations.clone(),
-        );
-        live.register(
-            "sas_exporter_config_last_reload_successful",
-            "Whether the last configuration load succeeded",
-            metrics.reload_ok.clone(),
-        );
-        live.register(
-            "sas_exporter_config_last_reload_success_timestamp_seconds",
-            "When the configuration was last loaded successfully",
-            metrics.reload_ts.clone(),
-        );
-        live.register(
-            "sas_exporter_target_file_last_load_successful",
-            "Whether the last read of each target file succeeded (a failed file keeps its previous targets)",
-            metrics.target_files.clone(),
-        );
+        metrics.register(&mut live);
         live.register_collector(Box::new(LiveCollector {
             store: Arc::clone(&store),
             credentials,
@@ -268,7 +66,7 @@ impl Exposition {
     pub fn render(&self, format: Format, gzip: bool) -> Result<Vec<Bytes>, std::fmt::Error> {
         let snapshot = self.store.load();
         let cache = {
-            let mut guard = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            let mut guard = self.cache.lock();
             if guard.version != snapshot.version {
                 *guard = Arc::new(VersionCache {
                     version: snapshot.version,
@@ -330,7 +128,7 @@ impl Collector for LiveCollector {
             )?
             .encode_gauge(&overdue)?;
 
-        let credentials = Arc::clone(&self.credentials.read().unwrap_or_else(|p| p.into_inner()));
+        let credentials = Arc::clone(&self.credentials.load());
         let status = credentials.status();
         let provider = [("provider", credentials.name())];
         encoder
@@ -473,24 +271,6 @@ const TASK_GAUGES: [(&str, &str, Value); 5] = [
     ),
 ];
 
-/// Every state of the `sas_image_scan_status` state set, `NONE` first.
-pub const STATUS_STATES: [&str; 9] = [
-    "NONE",
-    "START",
-    "MESSAGE_SEND",
-    "PRE_ANALYZER",
-    "PROCESSING",
-    "SUCCESS",
-    "FAIL",
-    "TIMEOUT",
-    "UNKNOWN",
-];
-
-/// The state-set value of a fetched answer.
-pub fn state_of(task: Option<&ScanTask>) -> &'static str {
-    task.map_or("NONE", |t| t.status.as_str())
-}
-
 #[derive(Debug)]
 struct SnapshotCollector(Arc<Snapshot>);
 
@@ -503,10 +283,11 @@ impl Collector for SnapshotCollector {
         let mut m =
             encoder.encode_descriptor("sas_image_scan_status", &help, None, MetricType::Gauge)?;
         for t in targets {
-            let Some(data) = &t.data else { continue };
-            let current = state_of(data.as_ref());
-            for state in STATUS_STATES {
-                let extra = [("status", state)];
+            let Some(current) = t.data.state() else {
+                continue;
+            };
+            for state in ScanState::ALL {
+                let extra = [("status", state.as_str())];
                 m.encode_family(&Labels {
                     base: &t.labels,
                     extra: &extra,
@@ -519,7 +300,7 @@ impl Collector for SnapshotCollector {
         let mut m =
             encoder.encode_descriptor("sas_image_scan_info", &help, None, MetricType::Gauge)?;
         for t in targets {
-            let Some(Some(task)) = &t.data else { continue };
+            let Some(task) = t.data.task() else { continue };
             let id = task.id.map(|i| i.to_string()).unwrap_or_default();
             let extra = [
                 ("task_id", or_empty(&task.task_id)),
@@ -541,7 +322,7 @@ impl Collector for SnapshotCollector {
             let help = format!("{help} ({REFRESH_NOTE})");
             let mut m = encoder.encode_descriptor(name, &help, None, MetricType::Gauge)?;
             for t in targets {
-                let Some(Some(task)) = &t.data else { continue };
+                let Some(task) = t.data.task() else { continue };
                 if let Some(v) = value(task) {
                     m.encode_family(&Labels {
                         base: &t.labels,
@@ -639,34 +420,10 @@ fn encode_snapshot(
     Ok(out)
 }
 
-/// Keeps [`ScanStatus`] and [`STATUS_STATES`] in step.
-const _: () = assert!(STATUS_STATES.len() == ScanStatus::ALL.len() + 1);
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Read as _;
-
-    #[test]
-    fn negotiation() {
-        assert_eq!(negotiate(None), Format::Text);
-        assert_eq!(negotiate(Some("text/plain")), Format::Text);
-        assert_eq!(
-            negotiate(Some(
-                "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
-            )),
-            Format::OpenMetrics
-        );
-        assert_eq!(
-            negotiate(Some("application/openmetrics-text;q=0, text/plain")),
-            Format::Text
-        );
-        assert!(accepts_gzip(Some("gzip, deflate")));
-        assert!(accepts_gzip(Some("br;q=1.0, GZIP;q=0.5")));
-        assert!(!accepts_gzip(Some("gzip;q=0")));
-        assert!(!accepts_gzip(Some("identity")));
-        assert!(!accepts_gzip(None));
-    }
 
     #[test]
     fn spliced_gzip_is_one_valid_member() {
@@ -690,16 +447,5 @@ mod tests {
             .read_to_end(&mut decoded)
             .expect("valid gzip");
         assert_eq!(decoded.len(), prefix.len() + 1);
-    }
-
-    #[test]
-    fn error_codes_are_capped() {
-        let m = ExporterMetrics::default();
-        for i in 0..MAX_ERROR_CODES {
-            assert_eq!(m.bounded_code(&format!("Code{i}")), format!("Code{i}"));
-        }
-        assert_eq!(m.bounded_code("Code0"), "Code0");
-        assert_eq!(m.bounded_code("OneTooMany"), "other");
-        assert_eq!(m.bounded_code("timeout"), "timeout");
     }
 }

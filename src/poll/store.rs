@@ -10,11 +10,49 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+use crate::aliyun::scan::{ScanState, ScanTask};
 use crate::config::Target;
-use crate::scan::ScanTask;
 
-/// Seconds since the Unix epoch, as metrics carry them.
-pub type UnixSeconds = f64;
+pub use crate::clock::{UnixSeconds, unix_now};
+
+/// What is known about a digest's latest scan.
+// Nearly every target holds a task once polled, so boxing it would only add an allocation each.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Known {
+    /// No poll has succeeded yet.
+    #[default]
+    NotPolled,
+    /// The API knows no scan task for the digest.
+    NoTask,
+    /// The latest scan task.
+    Task(ScanTask),
+}
+
+impl Known {
+    /// What a successful poll answered: its latest task, if any.
+    pub fn from_answer(task: Option<ScanTask>) -> Known {
+        task.map_or(Known::NoTask, Known::Task)
+    }
+
+    /// True once a poll has succeeded.
+    pub fn is_fetched(&self) -> bool {
+        !matches!(self, Known::NotPolled)
+    }
+
+    /// The latest task, when one is known.
+    pub fn task(&self) -> Option<&ScanTask> {
+        match self {
+            Known::Task(t) => Some(t),
+            Known::NotPolled | Known::NoTask => None,
+        }
+    }
+
+    /// The state-set state, or `None` before the first successful poll.
+    pub fn state(&self) -> Option<ScanState> {
+        self.is_fetched().then(|| ScanState::of(self.task()))
+    }
+}
 
 /// One digest's known state.
 #[derive(Clone, Debug, PartialEq)]
@@ -23,8 +61,8 @@ pub struct TargetState {
     pub digest: String,
     /// `digest` and then the configured labels, sorted by name: the label set of every series.
     pub labels: Vec<(String, String)>,
-    /// The last successfully fetched answer: `Some(None)` means "the API knows no task".
-    pub data: Option<Option<ScanTask>>,
+    /// What the last successful poll learned.
+    pub data: Known,
     /// When `data` was fetched.
     pub last_success: Option<UnixSeconds>,
     /// Whether the most recent poll succeeded; `None` before the first poll ended.
@@ -46,7 +84,7 @@ impl TargetState {
         TargetState {
             digest: target.digest.clone(),
             labels,
-            data: None,
+            data: Known::NotPolled,
             last_success: None,
             up: None,
             last_error: None,
@@ -57,7 +95,7 @@ impl TargetState {
 
     /// True once a poll of this digest has ended, successfully or not.
     pub fn polled(&self) -> bool {
-        self.up.is_some() || self.data.is_some()
+        self.up.is_some() || self.data.is_fetched()
     }
 }
 
@@ -115,13 +153,6 @@ impl Store {
     }
 }
 
-/// Seconds since the Unix epoch now.
-pub fn unix_now() -> UnixSeconds {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,7 +176,7 @@ mod tests {
         let mut a = TargetState::new(&target('a'), Duration::from_secs(10));
         a.last_success = Some(1000.0);
         a.up = Some(true);
-        a.data = Some(None);
+        a.data = Known::NoTask;
         let mut b = TargetState::new(&target('b'), Duration::from_secs(60));
         b.added_at = 990.0;
         assert_eq!(

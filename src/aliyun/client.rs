@@ -4,26 +4,27 @@
 //! rate limiting and backoff belong to the scheduler, which sees every attempt.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::FixedOffset;
 
+use crate::aliyun::credentials::{CredentialsError, CredentialsProvider};
+use crate::aliyun::scan::{ScanResult, parse_response};
+use crate::aliyun::signing::{self, RpcCall, SignatureVersion};
+use crate::aliyun::transport::{
+    self, CappedReadError, ErrorBody, MAX_BODY_BYTES, error_chain, is_loopback_host,
+    read_body_capped,
+};
 use crate::clock::Clock;
 use crate::config::SasConfig;
-use crate::credentials::{CredentialsError, CredentialsProvider};
-use crate::scan::{ScanResult, parse_response};
-use crate::signing::{self, RpcCall, SignatureVersion};
 
 /// The operation this exporter calls.
 pub const ACTION: &str = "DescribeImageLatestScanTask";
 /// The Security Center API version.
 pub const API_VERSION: &str = "2018-12-03";
-/// Responses larger than this are rejected while streaming, before they are buffered whole.
-pub const MAX_BODY_BYTES: usize = 1 << 20;
 
-/// How a failed call should be treated (ALIBABA-API.md section 5).
+/// How a failed call should be treated (retryable codes, throttling, and the rest).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorClass {
     /// A `Throttling*` code: retry with backoff and slow the whole exporter down.
@@ -128,7 +129,7 @@ impl ApiError {
     }
 }
 
-/// Classifies an API error `Code` per ALIBABA-API.md section 5; codes the table does not name are
+/// Classifies an API error `Code`: throttling, transient service errors and the rest; codes not named are
 /// retryable only when the HTTP status says the server failed.
 pub fn classify_code(code: &str, status: u16) -> ErrorClass {
     match code {
@@ -220,18 +221,8 @@ impl SasClient {
             Some(port) => format!("{host_name}:{port}"),
             None => host_name.to_owned(),
         };
-        let mut builder = reqwest::Client::builder()
-            .timeout(options.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!(
-                "sas-image-scan-exporter/",
-                env!("CARGO_PKG_VERSION")
-            ));
-        if loopback {
-            builder = builder.no_proxy();
-        }
         Ok(SasClient {
-            http: builder.build()?,
+            http: transport::http_client(options.timeout, loopback).build()?,
             base_url: format!("{}://{host}/", url.scheme()),
             host,
             options,
@@ -315,72 +306,6 @@ impl SasClient {
     }
 }
 
-/// An HTTP error with all its causes (reqwest's top-level text alone only says "error sending
-/// request"), without the request URL: a V1-signed URL carries the STS token.
-pub fn error_chain(e: reqwest::Error) -> String {
-    chain(&e.without_url())
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        msg = format!("{msg}: {s}");
-        source = s.source();
-    }
-    msg
-}
-
-/// Why a capped body read failed.
-#[derive(Debug)]
-pub enum CappedReadError {
-    /// The body is larger than the cap.
-    TooLarge,
-    /// The connection failed or timed out while reading (the URL already stripped).
-    Transport(reqwest::Error),
-}
-
-impl std::fmt::Display for CappedReadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CappedReadError::TooLarge => f.write_str("the answer is larger than allowed"),
-            CappedReadError::Transport(e) => f.write_str(&chain(e)),
-        }
-    }
-}
-
-/// Reads a response body, failing as soon as it would exceed `cap` bytes: a hostile or broken
-/// server cannot make us allocate more than the cap.
-pub async fn read_body_capped(
-    mut response: reqwest::Response,
-    cap: usize,
-) -> Result<Vec<u8>, CappedReadError> {
-    let declared = response.content_length().unwrap_or(0);
-    if declared > cap as u64 {
-        return Err(CappedReadError::TooLarge);
-    }
-    let mut body = Vec::with_capacity(declared as usize);
-    // The URL may carry a signed token: strip it where the error enters our types.
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| CappedReadError::Transport(e.without_url()))?
-    {
-        if body.len() + chunk.len() > cap {
-            return Err(CappedReadError::TooLarge);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// True for `localhost` and loopback IP literals (brackets around IPv6 allowed).
-pub fn is_loopback_host(host: &str) -> bool {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    bare.eq_ignore_ascii_case("localhost")
-        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     headers
         .get("x-acs-retry-after")?
@@ -391,17 +316,6 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
         .ok()
         .filter(|ms| *ms > 0)
         .map(Duration::from_millis)
-}
-
-/// The error body every Alibaba Cloud RPC API answers with (Security Center, STS).
-#[derive(serde::Deserialize, Default)]
-pub(crate) struct ErrorBody {
-    #[serde(rename = "Code")]
-    pub(crate) code: Option<String>,
-    #[serde(rename = "Message")]
-    pub(crate) message: Option<String>,
-    #[serde(rename = "RequestId")]
-    pub(crate) request_id: Option<String>,
 }
 
 fn error_from_body(status: u16, body: &[u8], retry_after: Option<Duration>) -> ApiError {

@@ -5,119 +5,32 @@
 //! and polling never waits for a scrape.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use parking_lot::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::client::{ACTION, ApiError, ErrorClass, SasClient};
+use crate::aliyun::client::{ACTION, ApiError, ErrorClass, SasClient};
+use crate::aliyun::scan::{ScanResult, ScanState, ScanStatus};
+use crate::backoff::{Backoff, jittered};
 use crate::config::{PollingConfig, Target};
-use crate::metrics::ExporterMetrics;
-use crate::scan::{ScanResult, ScanStatus};
+use crate::poll::limiter::RateLimiter;
+use crate::poll::store::{Known, Snapshot, Store, TargetState, unix_now};
 use crate::shutdown::Shutdown;
-use crate::state::{Snapshot, Store, TargetState, unix_now};
+use crate::telemetry::ExporterMetrics;
 
-/// Base of the exponential retry backoff.
-pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
-/// Cap of the exponential retry backoff.
-pub const BACKOFF_CAP: Duration = Duration::from_secs(60);
+/// Retries of retryable API errors: full jitter from 1 s, doubling up to 60 s.
+pub(crate) const RETRY_BACKOFF: Backoff =
+    Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+/// The longest `x-acs-retry-after` that is honoured.
+const RETRY_AFTER_CAP: Duration = Duration::from_secs(60);
 /// Snapshots are published at most this often; changes within the window are coalesced.
 pub const PUBLISH_EVERY: Duration = Duration::from_millis(50);
-
-/// A pacing token bucket whose rate halves under throttling and then recovers step by step.
-#[derive(Debug)]
-pub struct RateLimiter {
-    inner: Mutex<Bucket>,
-}
-
-#[derive(Debug)]
-struct Bucket {
-    base: f64,
-    rate: f64,
-    next_slot: Instant,
-    last_cut: Option<Instant>,
-}
-
-impl RateLimiter {
-    /// A limiter allowing `requests_per_second` on average, with no burst beyond one request.
-    pub fn new(requests_per_second: f64) -> Self {
-        RateLimiter {
-            inner: Mutex::new(Bucket {
-                base: requests_per_second,
-                rate: requests_per_second,
-                next_slot: Instant::now(),
-                last_cut: None,
-            }),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Bucket> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Waits for the next free slot. Slots are reserved on entry, so waiters go in order.
-    pub async fn acquire(&self) {
-        let slot = {
-            let mut b = self.lock();
-            let now = Instant::now();
-            let slot = b.next_slot.max(now);
-            // The config bounds the rate; the cap only guards the arithmetic.
-            let gap = Duration::try_from_secs_f64(1.0 / b.rate).unwrap_or(BACKOFF_CAP);
-            b.next_slot = slot + gap.min(Duration::from_secs(3600));
-            slot
-        };
-        tokio::time::sleep_until(slot).await;
-    }
-
-    /// A throttling answer arrived: halve the rate, at most once a second so that one burst of
-    /// answers to requests already in flight counts once; never below 1/64 of the configured rate.
-    pub fn throttled(&self) {
-        let mut b = self.lock();
-        let now = Instant::now();
-        if b.last_cut
-            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
-        {
-            b.rate = (b.rate / 2.0).max(b.base / 64.0);
-            b.last_cut = Some(now);
-        }
-    }
-
-    /// A request succeeded: recover by 5 % of the configured rate, up to it.
-    pub fn succeeded(&self) {
-        let mut b = self.lock();
-        if b.rate < b.base {
-            b.rate = (b.rate + b.base / 20.0).min(b.base);
-        }
-    }
-
-    /// The current rate in requests per second.
-    pub fn rate(&self) -> f64 {
-        self.lock().rate
-    }
-
-    /// Applies a new configured rate (a reload); a throttled rate stays proportionally reduced.
-    pub fn set_base(&self, requests_per_second: f64) {
-        let mut b = self.lock();
-        let ratio = b.rate / b.base;
-        b.base = requests_per_second;
-        b.rate = requests_per_second * ratio;
-    }
-}
-
-/// Full-jitter exponential backoff for retry number `attempt` (0-based).
-pub fn backoff(attempt: u32) -> Duration {
-    let ceiling = BACKOFF_BASE
-        .saturating_mul(2u32.saturating_pow(attempt))
-        .min(BACKOFF_CAP);
-    ceiling.mul_f64(fastrand::f64())
-}
-
-/// `d` with ±10 % jitter, so refreshes of digests added together drift apart.
-pub fn jittered(d: Duration) -> Duration {
-    d.mul_f64(0.9 + 0.2 * fastrand::f64())
-}
 
 struct Inner {
     targets: BTreeMap<String, Arc<TargetState>>,
@@ -128,8 +41,8 @@ struct Inner {
 }
 
 struct Shared {
-    client: RwLock<SasClient>,
-    polling: RwLock<PollingConfig>,
+    client: ArcSwap<SasClient>,
+    polling: ArcSwap<PollingConfig>,
     limiter: RateLimiter,
     permits: Arc<Semaphore>,
     concurrency: Mutex<usize>,
@@ -142,21 +55,15 @@ struct Shared {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.lock()
     }
 
-    fn polling(&self) -> PollingConfig {
-        self.polling
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    fn polling(&self) -> Arc<PollingConfig> {
+        self.polling.load_full()
     }
 
-    fn client(&self) -> SasClient {
-        self.client
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    fn client(&self) -> Arc<SasClient> {
+        self.client.load_full()
     }
 
     fn publish(&self) {
@@ -201,11 +108,11 @@ impl Scheduler {
             due.insert((at, t.digest.clone()));
         }
         let shared = Arc::new(Shared {
-            client: RwLock::new(client),
+            client: ArcSwap::from_pointee(client),
             limiter: RateLimiter::new(polling.requests_per_second),
             permits: Arc::new(Semaphore::new(polling.concurrency)),
             concurrency: Mutex::new(polling.concurrency),
-            polling: RwLock::new(polling),
+            polling: ArcSwap::from_pointee(polling),
             metrics,
             store,
             inner: Mutex::new(Inner {
@@ -232,10 +139,10 @@ impl Scheduler {
     /// change). Client, rate, concurrency and intervals take effect for the next request.
     pub fn reconfigure(&self, client: SasClient, polling: PollingConfig, targets: &[Target]) {
         let shared = &self.shared;
-        *shared.client.write().unwrap_or_else(|p| p.into_inner()) = client;
+        shared.client.store(Arc::new(client));
         shared.limiter.set_base(polling.requests_per_second);
         {
-            let mut current = shared.concurrency.lock().unwrap_or_else(|p| p.into_inner());
+            let mut current = shared.concurrency.lock();
             if polling.concurrency > *current {
                 shared.permits.add_permits(polling.concurrency - *current);
             } else if polling.concurrency < *current {
@@ -250,7 +157,7 @@ impl Scheduler {
             }
             *current = polling.concurrency;
         }
-        *shared.polling.write().unwrap_or_else(|p| p.into_inner()) = polling.clone();
+        shared.polling.store(Arc::new(polling.clone()));
 
         let now = Instant::now();
         let mut inner = shared.lock();
@@ -435,8 +342,8 @@ async fn poll_digest(
                     shared.limiter.throttled();
                 }
                 // A server may ask for any wait; more than the backoff cap would park the digest.
-                let asked = err.retry_after().unwrap_or_default().min(BACKOFF_CAP);
-                let wait = backoff(retries).max(asked);
+                let asked = err.retry_after().unwrap_or_default().min(RETRY_AFTER_CAP);
+                let wait = RETRY_BACKOFF.full_jitter(retries).max(asked);
                 retries += 1;
                 wait
             }
@@ -484,7 +391,7 @@ impl Drop for PollGuard {
 
 /// The refresh period that applies to a digest in this state.
 fn refresh_interval(state: &TargetState, polling: &PollingConfig) -> Duration {
-    if matches!(&state.data, Some(Some(t)) if t.status.is_active()) {
+    if state.data.task().is_some_and(|t| t.status.is_active()) {
         polling.active_interval
     } else {
         polling.interval
@@ -537,7 +444,7 @@ fn record(shared: &Shared, digest: &str, outcome: Result<ScanResult, ApiError>) 
             }
             tracing::debug!(
                 %digest,
-                status = crate::metrics::state_of(result.task.as_ref()),
+                status = %ScanState::of(result.task.as_ref()),
                 request_id = result.request_id.as_deref().unwrap_or(""),
                 tasks = result.tasks_in_response,
                 "polled"
@@ -545,7 +452,7 @@ fn record(shared: &Shared, digest: &str, outcome: Result<ScanResult, ApiError>) 
             if inner.last_credentials_error.take().is_some() {
                 tracing::info!("credentials work again; polling resumed");
             }
-            state.data = Some(result.task);
+            state.data = Known::from_answer(result.task);
             state.last_success = Some(now);
             state.up = Some(true);
             state.last_error = None;
@@ -573,59 +480,4 @@ fn record(shared: &Shared, digest: &str, outcome: Result<ScanResult, ApiError>) 
     drop(inner);
     shared.wake.notify_one();
     shared.dirty.notify_one();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_is_full_jitter_under_the_cap() {
-        for attempt in 0..20 {
-            let ceiling = BACKOFF_BASE
-                .saturating_mul(2u32.saturating_pow(attempt))
-                .min(BACKOFF_CAP);
-            for _ in 0..50 {
-                assert!(backoff(attempt) <= ceiling);
-            }
-        }
-        assert!((0..200).any(|_| backoff(10) > Duration::from_secs(30)));
-    }
-
-    #[test]
-    fn jitter_stays_within_ten_percent() {
-        let d = Duration::from_secs(100);
-        for _ in 0..1000 {
-            let j = jittered(d);
-            assert!(j >= Duration::from_secs(90) && j <= Duration::from_secs(110));
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn limiter_paces_halves_and_recovers() {
-        let l = RateLimiter::new(10.0);
-        let start = Instant::now();
-        for _ in 0..11 {
-            l.acquire().await;
-        }
-        // 11 requests at 10/s: the first at once, the last 1 s later.
-        assert_eq!(start.elapsed(), Duration::from_secs(1));
-        l.throttled();
-        l.throttled();
-        assert_eq!(l.rate(), 5.0);
-        tokio::time::advance(Duration::from_secs(1)).await;
-        l.throttled();
-        assert_eq!(l.rate(), 2.5);
-        for _ in 0..100 {
-            l.throttled();
-            tokio::time::advance(Duration::from_secs(1)).await;
-        }
-        assert_eq!(l.rate(), 10.0 / 64.0);
-        for _ in 0..19 {
-            l.succeeded();
-        }
-        assert!(l.rate() < 10.0);
-        l.succeeded();
-        assert_eq!(l.rate(), 10.0);
-    }
 }

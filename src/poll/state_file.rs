@@ -1,4 +1,4 @@
-//! The state file (SPEC 6.2): the last known result of every digest, so a restart serves complete
+//! The state file: the last known result of every digest, so a restart serves complete
 //! metrics at once and staleness clocks keep running.
 //!
 //! Writes go to a temporary file in the same directory, are synced, and are renamed over the old
@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::scan::ScanTask;
-use crate::state::{Snapshot, TargetState, unix_now};
+use crate::aliyun::scan::ScanTask;
+use crate::poll::store::{Known, Snapshot, TargetState, unix_now};
 
 /// Identifies our files, so a foreign JSON file is not mistaken for one.
 pub const FORMAT: &str = "sas-image-scan-exporter/state";
@@ -76,8 +76,8 @@ pub fn write(path: &Path, snapshot: &Snapshot) -> Result<(), StateError> {
             .filter(|t| t.polled())
             .map(|t| Saved {
                 digest: t.digest.clone(),
-                fetched: t.data.is_some(),
-                task: t.data.clone().flatten(),
+                fetched: t.data.is_fetched(),
+                task: t.data.task().cloned(),
                 last_success: t.last_success,
                 up: t.up,
                 last_error: t.last_error.clone(),
@@ -161,7 +161,11 @@ pub fn read(path: &Path) -> Result<HashMap<String, TargetState>, StateError> {
             let state = TargetState {
                 digest: s.digest.clone(),
                 labels: Vec::new(),
-                data: s.fetched.then_some(s.task),
+                data: if s.fetched {
+                    Known::from_answer(s.task)
+                } else {
+                    Known::NotPolled
+                },
                 last_success: s.last_success,
                 up: s.up,
                 last_error: s.last_error,
@@ -176,8 +180,8 @@ pub fn read(path: &Path) -> Result<HashMap<String, TargetState>, StateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aliyun::scan::ScanStatus;
     use crate::config::{Location, Target};
-    use crate::scan::ScanStatus;
     use std::collections::BTreeMap;
     use std::sync::Arc;
 
@@ -203,7 +207,7 @@ mod tests {
             if i < 2 {
                 s.up = Some(i == 0);
                 s.last_success = Some(1000.0 + i as f64);
-                s.data = Some((i == 0).then(|| ScanTask {
+                s.data = Known::from_answer((i == 0).then(|| ScanTask {
                     status: ScanStatus::Timeout,
                     raw_status: "TIMOUT".into(),
                     modified: chrono::DateTime::from_timestamp(1_700_000_000, 0),

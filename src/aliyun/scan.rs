@@ -48,7 +48,7 @@ impl ScanStatus {
         ScanStatus::Unknown,
     ];
 
-    /// Maps the API's string exactly (SPEC 4); anything else becomes `Unknown`.
+    /// Maps the API's string exactly (`TIMOUT` is its own spelling); anything else is `Unknown`.
     pub fn from_api(raw: &str) -> ScanStatus {
         match raw {
             "START" => ScanStatus::Start,
@@ -97,6 +97,57 @@ impl ScanStatus {
 }
 
 impl fmt::Display for ScanStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One state of the `sas_image_scan_status` state set: `NONE` (the API knows no scan task for
+/// the digest) or the latest task's status. This is the one list of states that the metrics, the
+/// status page, the scheduler and the demo share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ScanState(Option<ScanStatus>);
+
+impl ScanState {
+    /// No scan task exists for the digest.
+    pub const NONE: ScanState = ScanState(None);
+
+    /// Every state, `NONE` first, in the order the state set lists them.
+    pub const ALL: [ScanState; 9] = [
+        ScanState::NONE,
+        ScanState(Some(ScanStatus::Start)),
+        ScanState(Some(ScanStatus::MessageSend)),
+        ScanState(Some(ScanStatus::PreAnalyzer)),
+        ScanState(Some(ScanStatus::Processing)),
+        ScanState(Some(ScanStatus::Success)),
+        ScanState(Some(ScanStatus::Fail)),
+        ScanState(Some(ScanStatus::Timeout)),
+        ScanState(Some(ScanStatus::Unknown)),
+    ];
+
+    /// The state of a digest whose latest task is `task` (`None`: no task).
+    pub fn of(task: Option<&ScanTask>) -> ScanState {
+        ScanState(task.map(|t| t.status))
+    }
+
+    /// The task status, or `None` for `NONE`.
+    pub fn status(self) -> Option<ScanStatus> {
+        self.0
+    }
+
+    /// The `status` label value.
+    pub fn as_str(self) -> &'static str {
+        self.0.map_or("NONE", ScanStatus::as_str)
+    }
+}
+
+impl From<ScanStatus> for ScanState {
+    fn from(status: ScanStatus) -> Self {
+        ScanState(Some(status))
+    }
+}
+
+impl fmt::Display for ScanState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }

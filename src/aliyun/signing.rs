@@ -1,19 +1,18 @@
 //! Alibaba Cloud request signing: RPC signature V1 (HMAC-SHA1) and V3 (ACS3-HMAC-SHA256).
 //!
-//! The functions here are pure: time and nonce come in as arguments, so the verified test vectors of
-//! ALIBABA-API.md pin them down exactly. The same primitives serve the simulator, which rebuilds the
+//! The functions here are pure: time and nonce come in as arguments, so the verified test vectors in
+//! the unit tests below pin them down exactly. The same primitives serve the simulator, which rebuilds the
 //! canonical strings from the request it actually received on the wire.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest as _, Sha256};
-
-use crate::credentials::Credentials;
 
 pub use crate::config::SignatureVersion;
 
@@ -248,9 +247,58 @@ fn sign_v3(
     }
 }
 
+/// One set of credentials. `Debug` shows the AccessKey ID only; the secret and token never print.
+#[derive(Clone)]
+pub struct Credentials {
+    /// The AccessKey ID; not a secret, it appears in every signed request.
+    pub access_key_id: String,
+    /// The AccessKey secret.
+    pub access_key_secret: SecretString,
+    /// The STS security token, for temporary credentials.
+    pub security_token: Option<SecretString>,
+    /// When temporary credentials stop working; `None` for long-lived keys.
+    pub expiration: Option<DateTime<Utc>>,
+}
+
+impl Credentials {
+    /// Builds credentials from plain strings (the secret is wrapped at once).
+    pub fn new(
+        access_key_id: impl Into<String>,
+        access_key_secret: impl Into<String>,
+        security_token: Option<String>,
+        expiration: Option<DateTime<Utc>>,
+    ) -> Self {
+        Credentials {
+            access_key_id: access_key_id.into(),
+            access_key_secret: SecretString::from(access_key_secret.into()),
+            security_token: security_token.map(SecretString::from),
+            expiration,
+        }
+    }
+
+    /// True once `now` is past the expiration of temporary credentials.
+    pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
+        self.expiration.is_some_and(|e| now >= e)
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("access_key_secret", &"[redacted]")
+            .field(
+                "security_token",
+                &self.security_token.as_ref().map(|_| "[redacted]"),
+            )
+            .field("expiration", &self.expiration)
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    //! The vectors of ALIBABA-API.md sections 3 and 4, verbatim.
+    //! The verified signing test vectors (V1 and V3), verbatim.
     use super::*;
 
     fn params(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

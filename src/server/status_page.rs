@@ -8,10 +8,9 @@
 
 use std::fmt::Write as _;
 
+use crate::aliyun::scan::{ScanState, ScanStatus, ScanTask};
 use crate::build_info;
-use crate::metrics::{STATUS_STATES, state_of};
-use crate::scan::ScanTask;
-use crate::state::{Snapshot, TargetState, UnixSeconds, unix_now};
+use crate::poll::store::{Snapshot, TargetState, UnixSeconds, unix_now};
 
 /// Escapes text for HTML element content and attribute values: the API's strings are untrusted.
 pub fn html_escape(s: &str) -> String {
@@ -29,67 +28,87 @@ pub fn html_escape(s: &str) -> String {
     out
 }
 
-/// Shown for targets whose first poll has not ended yet; not one of the metric's states.
+/// The label shown for targets whose first poll has not ended yet; not one of the metric's states.
 const PENDING: &str = "PENDING";
 
-/// The default row order: what needs attention first, healthy last.
-const SEVERITY: [&str; 10] = [
-    "FAIL",
-    "TIMEOUT",
-    "UNKNOWN",
-    PENDING,
-    "START",
-    "MESSAGE_SEND",
-    "PRE_ANALYZER",
-    "PROCESSING",
-    "NONE",
-    "SUCCESS",
-];
+/// The state a target is shown in: a `sas_image_scan_status` state, or pending before its first
+/// successful poll.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shown {
+    Pending,
+    State(ScanState),
+}
 
-/// The state a target is shown in: a `sas_image_scan_status` state, or [`PENDING`].
-fn shown_state(t: &TargetState) -> &'static str {
-    match &t.data {
-        None => PENDING,
-        Some(task) => state_of(task.as_ref()),
+impl Shown {
+    fn of(t: &TargetState) -> Shown {
+        t.data.state().map_or(Shown::Pending, Shown::State)
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Shown::Pending => PENDING,
+            Shown::State(s) => s.as_str(),
+        }
+    }
+
+    /// The default row order: what needs attention first, healthy last.
+    fn severity(self) -> usize {
+        let Shown::State(state) = self else {
+            return 3;
+        };
+        match state.status() {
+            Some(ScanStatus::Fail) => 0,
+            Some(ScanStatus::Timeout) => 1,
+            Some(ScanStatus::Unknown) => 2,
+            Some(ScanStatus::Start) => 4,
+            Some(ScanStatus::MessageSend) => 5,
+            Some(ScanStatus::PreAnalyzer) => 6,
+            Some(ScanStatus::Processing) => 7,
+            None => 8,
+            Some(ScanStatus::Success) => 9,
+        }
+    }
+
+    /// CSS class; the four active states share one colour.
+    fn css_class(self) -> &'static str {
+        let Shown::State(state) = self else {
+            return "s-pending";
+        };
+        match state.status() {
+            Some(ScanStatus::Fail) => "s-fail",
+            Some(ScanStatus::Timeout) => "s-timeout",
+            Some(ScanStatus::Unknown) => "s-unknown",
+            None => "s-none",
+            Some(ScanStatus::Success) => "s-success",
+            Some(
+                ScanStatus::Start
+                | ScanStatus::MessageSend
+                | ScanStatus::PreAnalyzer
+                | ScanStatus::Processing,
+            ) => "s-active",
+        }
     }
 }
 
-fn severity(state: &str) -> usize {
-    SEVERITY
+/// How many targets are in each state, in the metric's order, then pending when any are.
+fn shown_counts(snapshot: &Snapshot) -> Vec<(Shown, usize)> {
+    let mut counts: Vec<(Shown, usize)> = ScanState::ALL
         .iter()
-        .position(|s| *s == state)
-        .unwrap_or(SEVERITY.len())
-}
-
-/// CSS class of a state; the four active states share one colour.
-fn css_class(state: &str) -> &'static str {
-    match state {
-        "FAIL" => "s-fail",
-        "TIMEOUT" => "s-timeout",
-        "UNKNOWN" => "s-unknown",
-        "NONE" => "s-none",
-        "SUCCESS" => "s-success",
-        PENDING => "s-pending",
-        _ => "s-active",
-    }
-}
-
-/// How many targets are in each state, in the metric's order, then [`PENDING`] when any are.
-pub fn state_counts(snapshot: &Snapshot) -> Vec<(&'static str, usize)> {
-    let mut counts: Vec<(&'static str, usize)> = STATUS_STATES.iter().map(|s| (*s, 0)).collect();
+        .map(|s| (Shown::State(*s), 0))
+        .collect();
     let mut pending = 0;
     for t in &snapshot.targets {
-        match shown_state(t) {
-            PENDING => pending += 1,
-            state => {
-                if let Some(c) = counts.iter_mut().find(|(s, _)| *s == state) {
+        match Shown::of(t) {
+            Shown::Pending => pending += 1,
+            shown => {
+                if let Some(c) = counts.iter_mut().find(|(s, _)| *s == shown) {
                     c.1 += 1;
                 }
             }
         }
     }
     if pending > 0 {
-        counts.push((PENDING, pending));
+        counts.push((Shown::Pending, pending));
     }
     counts
 }
@@ -213,12 +232,13 @@ fn render_at(snapshot: &Snapshot, telemetry_path: &str, now: UnixSeconds) -> Str
     );
 
     html.push_str("<h2>Scans by state</h2><div class=\"cards\">");
-    for (state, n) in state_counts(snapshot) {
+    for (shown, n) in shown_counts(snapshot) {
         let zero = if n == 0 { " zero" } else { "" };
         let _ = write!(
             html,
-            "<div class=\"card {}{zero}\"><span class=\"n\">{n}</span><span class=\"l\">{state}</span></div>",
-            css_class(state),
+            "<div class=\"card {}{zero}\"><span class=\"n\">{n}</span><span class=\"l\">{}</span></div>",
+            shown.css_class(),
+            shown.label(),
         );
     }
     html.push_str("</div>\n");
@@ -244,8 +264,9 @@ fn render_at(snapshot: &Snapshot, telemetry_path: &str, now: UnixSeconds) -> Str
     );
     let mut rows: Vec<&TargetState> = snapshot.targets.iter().map(|t| t.as_ref()).collect();
     rows.sort_by(|a, b| {
-        severity(shown_state(a))
-            .cmp(&severity(shown_state(b)))
+        Shown::of(a)
+            .severity()
+            .cmp(&Shown::of(b).severity())
             .then_with(|| a.digest.cmp(&b.digest))
     });
     for t in rows {
@@ -259,11 +280,12 @@ fn render_at(snapshot: &Snapshot, telemetry_path: &str, now: UnixSeconds) -> Str
 }
 
 fn row(html: &mut String, t: &TargetState, now: UnixSeconds) {
-    let state = shown_state(t);
-    let task = t.data.as_ref().and_then(Option::as_ref);
+    let shown = Shown::of(t);
+    let state = shown.label();
+    let task = t.data.task();
     // The raw value is the only hint what an UNKNOWN status means.
     let raw = match task {
-        Some(task) if state == "UNKNOWN" => format!(
+        Some(task) if task.status == ScanStatus::Unknown => format!(
             " <span class=\"raw\">{}</span>",
             html_escape(&task.raw_status)
         ),
@@ -290,7 +312,7 @@ fn row(html: &mut String, t: &TargetState, now: UnixSeconds) {
         Some(e) => format!("<td class=\"err\">{}</td>", html_escape(e)),
         None => "<td class=\"dim\">none</td>".to_owned(),
     };
-    let scan = if t.data.is_some() {
+    let scan = if t.data.is_fetched() {
         scan_cell(task, now)
     } else {
         "<td data-sort=\"1e15\" class=\"dim\">not polled yet</td>".to_owned()
@@ -300,8 +322,8 @@ fn row(html: &mut String, t: &TargetState, now: UnixSeconds) {
         html,
         "<tr class=\"{}\"><td data-sort=\"{}\"><span class=\"badge\">{state}</span>{raw}</td>\
          <td><code class=\"digest\" title=\"{digest}\">{digest}</code></td><td>{labels}</td>{scan}<td data-sort=\"{poll_key}\">{poll}</td>{}{error}</tr>",
-        css_class(state),
-        severity(state),
+        shown.css_class(),
+        shown.severity(),
         age_cell(t.last_success, now, "never"),
     );
 }
@@ -309,8 +331,17 @@ fn row(html: &mut String, t: &TargetState, now: UnixSeconds) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`shown_counts`] by label, as the cards show them.
+    fn state_counts(snapshot: &Snapshot) -> Vec<(&'static str, usize)> {
+        shown_counts(snapshot)
+            .into_iter()
+            .map(|(s, n)| (s.label(), n))
+            .collect()
+    }
+    use crate::aliyun::scan::ScanStatus;
     use crate::config::{Location, Target};
-    use crate::scan::ScanStatus;
+    use crate::poll::store::Known;
     use std::collections::BTreeMap;
     use std::sync::Arc;
     use std::time::Duration;
@@ -336,7 +367,7 @@ mod tests {
         }
     }
 
-    fn state(n: u32, labels: &[(&str, &str)], data: Option<Option<ScanTask>>) -> TargetState {
+    fn state(n: u32, labels: &[(&str, &str)], data: Known) -> TargetState {
         let target = Target {
             digest: format!("{n:064x}"),
             labels: labels
@@ -350,7 +381,7 @@ mod tests {
             },
         };
         let mut s = TargetState::new(&target, Duration::from_secs(600));
-        if data.is_some() {
+        if data.is_fetched() {
             s.up = Some(true);
             s.last_success = Some(NOW - 180.0);
         }
@@ -380,7 +411,7 @@ mod tests {
         let mut failing = state(
             1,
             &[("image", evil), ("team", "a\"b")],
-            Some(Some(task(evil, 60, None))),
+            Known::Task(task(evil, 60, None)),
         );
         failing.up = Some(false);
         failing.last_error = Some(format!("Forbidden: {evil} & more"));
@@ -398,14 +429,14 @@ mod tests {
     #[test]
     fn counts_per_state() {
         let s = snapshot(vec![
-            state(1, &[], Some(Some(task("FAIL", 600, Some(300))))),
-            state(2, &[], Some(Some(task("FAIL", 600, Some(300))))),
-            state(3, &[], Some(Some(task("TIMOUT", 600, Some(300))))),
-            state(4, &[], Some(None)),
-            state(5, &[], Some(Some(task("PROCESSING", 600, None)))),
-            state(6, &[], Some(Some(task("SUCCESS", 600, Some(30))))),
-            state(7, &[], Some(Some(task("PAUSED", 600, None)))),
-            state(8, &[], None),
+            state(1, &[], Known::Task(task("FAIL", 600, Some(300)))),
+            state(2, &[], Known::Task(task("FAIL", 600, Some(300)))),
+            state(3, &[], Known::Task(task("TIMOUT", 600, Some(300)))),
+            state(4, &[], Known::NoTask),
+            state(5, &[], Known::Task(task("PROCESSING", 600, None))),
+            state(6, &[], Known::Task(task("SUCCESS", 600, Some(30)))),
+            state(7, &[], Known::Task(task("PAUSED", 600, None))),
+            state(8, &[], Known::NotPolled),
         ]);
         let counts: BTreeMap<&str, usize> = state_counts(&s).into_iter().collect();
         let want: BTreeMap<&str, usize> = [
@@ -429,18 +460,18 @@ mod tests {
         );
         assert!(html.contains("8 targets · 0 with failing polls"));
         // Without pending targets there is no PENDING card.
-        let s = snapshot(vec![state(1, &[], Some(None))]);
-        assert_eq!(state_counts(&s).len(), STATUS_STATES.len());
+        let s = snapshot(vec![state(1, &[], Known::NoTask)]);
+        assert_eq!(state_counts(&s).len(), ScanState::ALL.len());
     }
 
     #[test]
     fn rows_are_ordered_problems_first_and_colour_coded() {
         let s = snapshot(vec![
-            state(1, &[], Some(Some(task("SUCCESS", 600, Some(30))))),
-            state(2, &[], Some(None)),
-            state(3, &[], Some(Some(task("FAIL", 7200, Some(3900))))),
-            state(4, &[], Some(Some(task("PAUSED_BY_OPERATOR", 600, None)))),
-            state(5, &[], Some(Some(task("PROCESSING", 90, None)))),
+            state(1, &[], Known::Task(task("SUCCESS", 600, Some(30)))),
+            state(2, &[], Known::NoTask),
+            state(3, &[], Known::Task(task("FAIL", 7200, Some(3900)))),
+            state(4, &[], Known::Task(task("PAUSED_BY_OPERATOR", 600, None))),
+            state(5, &[], Known::Task(task("PROCESSING", 90, None))),
         ]);
         let html = render_at(&s, "/metrics", NOW);
         let order: Vec<usize> = (1..=5)

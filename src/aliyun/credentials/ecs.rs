@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::provider::{BoxFuture, CredentialsError};
 use super::refresh::Fetcher;
 use super::sts::TemporaryCredentials;
-use super::{BoxFuture, Credentials, CredentialsError};
-use crate::client::{error_chain, read_body_capped};
+use crate::aliyun::signing::Credentials;
+use crate::aliyun::transport::{self, error_chain, read_body_capped};
 
 /// The metadata service's address on every ECS instance.
 pub const DEFAULT_METADATA_ENDPOINT: &str = "http://100.100.100.200";
@@ -18,11 +19,8 @@ const MAX_BODY: usize = 64 * 1024;
 const CREDENTIALS_PATH: &str = "/latest/meta-data/ram/security-credentials/";
 
 fn http_client(timeout: Duration, url: &str) -> reqwest::Client {
-    let mut builder = reqwest::Client::builder()
-        .timeout(timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        // The metadata service and credential URIs are local services: never via a proxy.
-        .no_proxy();
+    // The metadata service and credential URIs are local services: never via a proxy.
+    let mut builder = transport::http_client(timeout, true);
     if url.starts_with("https://") {
         builder = builder.https_only(true);
     }

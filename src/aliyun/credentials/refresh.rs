@@ -6,19 +6,22 @@
 //! with exponential backoff. Only when nothing valid is left does a caller wait for a fetch.
 
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use parking_lot::{Mutex, MutexGuard};
 
-use super::{BoxFuture, Credentials, CredentialsError, CredentialsProvider, ProviderStatus};
+use super::provider::{BoxFuture, CredentialsError, CredentialsProvider, ProviderStatus};
+use crate::aliyun::signing::Credentials;
+use crate::backoff::Backoff;
 use crate::clock::Clock;
 
 /// How long before expiry a refresh starts.
 pub const REFRESH_LEAD: Duration = Duration::from_secs(15 * 60);
-/// Longest wait between failed refresh attempts.
-pub const RETRY_CAP: Duration = Duration::from_secs(5 * 60);
+/// Waits between failed refresh attempts: 1 s, doubling up to 5 minutes.
+const RETRY_BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(5 * 60));
 
 /// Something that can produce a fresh set of credentials (an STS call, a metadata request).
 pub trait Fetcher: Send + Sync + fmt::Debug {
@@ -70,7 +73,7 @@ impl RefreshingProvider {
 
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock()
     }
 
     /// True when the current credentials are inside the refresh window and no backoff holds.
@@ -108,9 +111,7 @@ impl Inner {
                 let now = self.clock.now();
                 let mut st = self.lock();
                 st.failures = st.failures.saturating_add(1);
-                let wait = Duration::from_secs(1)
-                    .saturating_mul(2u32.saturating_pow(st.failures - 1))
-                    .min(RETRY_CAP);
+                let wait = RETRY_BACKOFF.ceiling(st.failures - 1);
                 st.next_attempt = Some(now + chrono::Duration::from_std(wait).unwrap_or_default());
                 st.last_error = Some(e.to_string());
                 let keeping = st.current.as_ref().and_then(|c| c.expiration);

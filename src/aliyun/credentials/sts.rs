@@ -9,11 +9,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
+use super::provider::{BoxFuture, CredentialsError, CredentialsProvider};
 use super::refresh::Fetcher;
-use super::{BoxFuture, Credentials, CredentialsError, CredentialsProvider};
-use crate::client::{ErrorBody, error_chain, read_body_capped};
+use crate::aliyun::signing::Credentials;
+use crate::aliyun::signing::{self, RpcCall, SignatureVersion};
+use crate::aliyun::transport::{self, ErrorBody, error_chain, is_loopback_host, read_body_capped};
 use crate::clock::Clock;
-use crate::signing::{self, RpcCall, SignatureVersion};
 
 /// STS API version.
 pub const STS_VERSION: &str = "2015-04-01";
@@ -59,13 +60,10 @@ impl StsClient {
             Some(p) => format!("{host}:{p}"),
             None => host.to_owned(),
         };
-        let mut builder = reqwest::Client::builder()
-            .timeout(STS_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none());
-        if crate::client::is_loopback_host(url.host_str().unwrap_or_default()) {
-            builder = builder.no_proxy();
-        }
-        let http = builder.build().map_err(|e| bad(error_chain(e)))?;
+        let loopback = is_loopback_host(url.host_str().unwrap_or_default());
+        let http = transport::http_client(STS_TIMEOUT, loopback)
+            .build()
+            .map_err(|e| bad(error_chain(e)))?;
         Ok(StsClient {
             http,
             endpoint: format!("{}://{host}", url.scheme()),

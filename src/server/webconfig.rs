@@ -6,16 +6,21 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::Duration;
 use std::time::SystemTime;
 
+use arc_swap::ArcSwap;
 use base64::Engine as _;
 use hyper::header::{HeaderName, HeaderValue};
+use parking_lot::Mutex;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
+
+use crate::shutdown::Shutdown;
 
 /// Why a web config could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -353,12 +358,7 @@ impl Authenticator {
             h.update(part);
         }
         let key: [u8; 32] = h.finalize().into();
-        if let Some(ok) = self
-            .cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
+        if let Some(ok) = self.cache.lock().get(&key) {
             return *ok;
         }
         let ok = match hash {
@@ -368,7 +368,7 @@ impl Authenticator {
                 false
             }
         };
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = self.cache.lock();
         if cache.len() >= AUTH_CACHE_MAX {
             cache.clear();
         }
@@ -388,6 +388,43 @@ fn parse_basic(header: &str) -> Option<(String, String)> {
     let text = String::from_utf8(decoded).ok()?;
     let (user, password) = text.split_once(':')?;
     Some((user.to_owned(), password.to_owned()))
+}
+
+/// The web settings in force, swapped when the web config file changes.
+pub type WebHandle = Arc<ArcSwap<WebSettings>>;
+
+/// Re-reads the web config when it or a file it names changes; a broken change keeps the old one.
+pub async fn watch_web_config(path: PathBuf, web: WebHandle, mut shutdown: Shutdown) {
+    // The on-disk state of a rejected change, so its error is logged once, not every few seconds.
+    let mut rejected = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(3)) => {}
+            _ = shutdown.wait() => return,
+        }
+        let current = web.load_full();
+        if !current.changed_on_disk() {
+            rejected = None;
+            continue;
+        }
+        let disk = current.disk_state();
+        if rejected.as_ref() == Some(&disk) {
+            continue;
+        }
+        let p = path.clone();
+        match tokio::task::spawn_blocking(move || load(&p)).await {
+            Ok(Ok(settings)) => {
+                web.store(Arc::new(settings));
+                rejected = None;
+                tracing::info!(file = %path.display(), "web config reloaded");
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "web config change rejected; the previous settings stay");
+                rejected = Some(disk);
+            }
+            Err(e) => tracing::error!(error = %e, "web config reload failed"),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -412,7 +449,7 @@ mod tests {
         assert!(!a.check(None));
         assert!(!a.check(Some("Bearer x")));
         assert!(!a.check(Some("Basic !!!")));
-        assert_eq!(a.cache.lock().expect("lock").len(), 3);
+        assert_eq!(a.cache.lock().len(), 3);
     }
 
     #[test]

@@ -1,0 +1,18 @@
+//! Credentials and the providers that yield them: long-lived keys, the default chain, STS roles,
+//! OIDC (RRSA), CLI profiles, the credentials file, the ECS instance role and a credentials URI,
+//! with background refresh for everything temporary.
+
+pub(crate) mod chain;
+pub(crate) mod ecs;
+pub(crate) mod profile;
+pub(crate) mod provider;
+pub(crate) mod refresh;
+pub(crate) mod source;
+pub(crate) mod sts;
+
+pub use crate::aliyun::signing::Credentials;
+pub use chain::{Resolver, provider_from_config};
+pub use provider::{
+    CredentialsError, CredentialsProvider, ProviderHandle, ProviderStatus, StaticProvider,
+};
+pub use source::Source;

@@ -1,0 +1,255 @@
+//! Assembles a running exporter from a configuration: client, scheduler, snapshot store, metrics,
+//! HTTP server, reloads, target-file watching and the state file. The binary and the integration
+//! tests both start it through here.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::aliyun::client::{ClientBuildError, ClientOptions, SasClient};
+use crate::aliyun::credentials::{self, CredentialsError, ProviderHandle};
+use crate::config::Config;
+use crate::exposition::encode::Exposition;
+use crate::poll::scheduler::Scheduler;
+use crate::poll::state_file;
+use crate::poll::store::Store;
+use crate::server::listener;
+use crate::server::routes::{App, Reload};
+use crate::server::webconfig::{self, WebHandle};
+use crate::shutdown::{self, Shutdown, ShutdownTrigger};
+use crate::targets::TargetFiles;
+use crate::telemetry::ExporterMetrics;
+
+pub(crate) mod options;
+pub(crate) mod reload;
+
+pub use options::Options;
+pub use reload::{ReloadError, ReloadOutcome};
+use reload::{Reloader, base_dir, env_var, retained_config};
+
+/// The state file is written at most this often (and at shutdown).
+pub const STATE_WRITE_EVERY: Duration = Duration::from_secs(5);
+
+/// Why the exporter could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// No usable credentials.
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
+    /// The API client could not be built.
+    #[error(transparent)]
+    Client(#[from] ClientBuildError),
+    /// A listener's address could not be read.
+    #[error("cannot read the listen address: {0}")]
+    Listener(std::io::Error),
+    /// The web config file is invalid.
+    #[error("--web.config.file: {0}")]
+    WebConfig(#[from] crate::server::webconfig::WebConfigError),
+}
+
+/// A running exporter.
+#[derive(Debug)]
+pub struct Exporter {
+    /// Where the HTTP server listens.
+    pub addrs: Vec<SocketAddr>,
+    /// The published state.
+    pub store: Arc<Store>,
+    /// The polling engine.
+    pub scheduler: Scheduler,
+    /// Reloads configuration and target files.
+    pub(crate) reloader: Arc<Reloader>,
+    trigger: ShutdownTrigger,
+    poller: JoinHandle<()>,
+    others: Vec<JoinHandle<()>>,
+    state_file: Option<PathBuf>,
+}
+
+impl Exporter {
+    /// Starts polling and serving on the given (already bound) listeners.
+    pub async fn start(
+        config: &Config,
+        listeners: Vec<TcpListener>,
+        options: Options,
+    ) -> Result<Exporter, StartError> {
+        let web_settings = match &options.web_config {
+            Some(path) => webconfig::load(path)?,
+            None => webconfig::WebSettings::plain(),
+        };
+        let web: WebHandle = Arc::new(ArcSwap::from_pointee(web_settings));
+        let provider = credentials::provider_from_config(
+            config.credentials.as_ref(),
+            &env_var,
+            options.clock.clone(),
+        )
+        .await?;
+        tracing::info!(provider = provider.name(), "credentials provider selected");
+        let client = SasClient::new(
+            ClientOptions::from_config(&config.sas),
+            Arc::clone(&provider),
+        )?
+        .with_clock(options.clock.clone());
+        let addrs = listeners
+            .iter()
+            .map(TcpListener::local_addr)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(StartError::Listener)?;
+
+        let mut files = TargetFiles::default();
+        let assembled = files.assemble(
+            config,
+            &base_dir(options.config_path.as_deref()),
+            options.shard,
+            &env_var,
+        );
+        for problem in &assembled.problems {
+            tracing::error!(problem = %problem, "target problem; continuing without it");
+        }
+        let restored = match &config.state_file {
+            Some(path) => match state_file::read(path) {
+                Ok(r) => {
+                    tracing::info!(file = %path.display(), digests = r.len(), "state restored");
+                    r
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "state file ignored");
+                    Default::default()
+                }
+            },
+            None => Default::default(),
+        };
+
+        let store = Arc::new(Store::default());
+        let metrics = Arc::new(ExporterMetrics::default());
+        metrics.config_loaded(true);
+        metrics.target_files(files.status());
+        let scheduler = Scheduler::new(
+            client.clone(),
+            config.polling.clone(),
+            &assembled.targets,
+            &restored,
+            Arc::clone(&store),
+            Arc::clone(&metrics),
+        );
+        let provider: ProviderHandle = Arc::new(ArcSwap::from_pointee(provider));
+        let reloader = Arc::new(Reloader::new(
+            options.clone(),
+            scheduler.clone(),
+            Arc::clone(&metrics),
+            Arc::clone(&provider),
+            (retained_config(config), client),
+            files,
+        ));
+        let app = Arc::new(App {
+            exposition: Exposition::new(Arc::clone(&store), &metrics, provider),
+            store: Arc::clone(&store),
+            telemetry_path: options.telemetry_path.clone(),
+            reloader: options
+                .enable_lifecycle
+                .then(|| Arc::clone(&reloader) as Arc<dyn Reload>),
+            web: Arc::clone(&web),
+        });
+        let (trigger, signal) = shutdown::channel();
+        let poller = {
+            let scheduler = scheduler.clone();
+            let signal = signal.clone();
+            let grace = config.sas.timeout;
+            tokio::spawn(async move { scheduler.run(signal, grace).await })
+        };
+        let mut others = vec![tokio::spawn(listener::serve(
+            listeners,
+            app,
+            signal.clone(),
+        ))];
+        if let Some(path) = &options.web_config {
+            others.push(tokio::spawn(webconfig::watch_web_config(
+                path.clone(),
+                web,
+                signal.clone(),
+            )));
+        }
+        if !config.target_files.is_empty() {
+            others.push(tokio::spawn(reload::watch_target_files(
+                Arc::clone(&reloader),
+                signal.clone(),
+            )));
+        }
+        if let Some(path) = &config.state_file {
+            others.push(tokio::spawn(write_state_periodically(
+                path.clone(),
+                Arc::clone(&store),
+                signal,
+            )));
+        }
+        tracing::info!(
+            targets = assembled.targets.len(),
+            configured = assembled.total_before_shard,
+            shard = format!("{}/{}", options.shard.index, options.shard.total),
+            listen = ?addrs,
+            endpoint = %config.sas.endpoint_url(),
+            "exporter started"
+        );
+        Ok(Exporter {
+            addrs,
+            store,
+            scheduler,
+            reloader,
+            trigger,
+            poller,
+            others,
+            state_file: config.state_file.clone(),
+        })
+    }
+
+    /// Reloads configuration and target files (SIGHUP).
+    pub async fn reload(&self) -> Result<ReloadOutcome, ReloadError> {
+        self.reloader.reload().await
+    }
+
+    /// Stops gracefully: no new requests, in-flight ones finish (bounded by `sas.timeout`), the
+    /// final state is written, connections drain.
+    pub async fn shutdown(self) {
+        self.trigger.trigger();
+        if let Err(e) = self.poller.await {
+            tracing::error!(error = %e, "the poller failed during shutdown");
+        }
+        for task in self.others {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "a background task failed during shutdown");
+            }
+        }
+        if let Some(path) = self.state_file {
+            write_state(path, Arc::clone(&self.store)).await;
+        }
+    }
+}
+
+async fn write_state(path: PathBuf, store: Arc<Store>) -> u64 {
+    let snapshot = store.load();
+    let version = snapshot.version;
+    let result = tokio::task::spawn_blocking(move || state_file::write(&path, &snapshot)).await;
+    match result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "cannot write the state file"),
+        Err(e) => tracing::error!(error = %e, "the state writer failed"),
+    }
+    version
+}
+
+async fn write_state_periodically(path: PathBuf, store: Arc<Store>, mut shutdown: Shutdown) {
+    let mut written = 0;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(STATE_WRITE_EVERY) => {}
+            _ = shutdown.wait() => return,
+        }
+        if store.load().version != written {
+            written = write_state(path.clone(), Arc::clone(&store)).await;
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! Reloading: the config file on SIGHUP or `POST /-/reload`, and target files when they change
+//! on disk. An invalid config is rejected whole and the running one stays.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Mutex, MutexGuard};
+use secrecy::ExposeSecret;
+
+use crate::aliyun::client::{ClientBuildError, ClientOptions, SasClient};
+use crate::aliyun::credentials::{self, CredentialsError, ProviderHandle};
+use crate::app::options::Options;
+use crate::config::{Config, ConfigError, CredentialsConfig};
+use crate::poll::scheduler::Scheduler;
+use crate::server::routes::{BoxFuture, Reload};
+use crate::shutdown::Shutdown;
+use crate::targets::TargetFiles;
+use crate::telemetry::ExporterMetrics;
+
+/// How often target files are checked for changes on disk.
+pub const TARGET_FILE_CHECK_EVERY: Duration = Duration::from_secs(3);
+
+/// Why a reload was rejected; the previous configuration stays in effect.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The new config file is invalid (every problem is listed).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The new credentials section yields no usable credentials.
+    #[error("credentials: {0}")]
+    Credentials(#[from] CredentialsError),
+    /// The new `sas` section yields no usable client.
+    #[error(transparent)]
+    Client(#[from] ClientBuildError),
+}
+
+/// What a successful reload applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// Running without a config file (demo mode): there is nothing to re-read.
+    NoConfigFile,
+    /// The new configuration is in force.
+    Applied {
+        /// Targets this instance now polls.
+        targets: usize,
+        /// Targets configured before sharding.
+        configured: usize,
+        /// This instance's shard index.
+        shard_index: u64,
+        /// The number of shards.
+        shard_total: u64,
+        /// Target problems that were skipped (the rest of the config applied).
+        problems: Vec<String>,
+    },
+}
+
+impl fmt::Display for ReloadOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReloadOutcome::NoConfigFile => {
+                f.write_str("nothing to reload: running without a config file (demo mode)")
+            }
+            ReloadOutcome::Applied {
+                targets,
+                configured,
+                shard_index,
+                shard_total,
+                problems,
+            } => {
+                write!(
+                    f,
+                    "{targets} targets ({configured} configured, shard {shard_index}/{shard_total})"
+                )?;
+                if !problems.is_empty() {
+                    write!(f, "; kept going despite: {}", problems.join("; "))?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+pub(crate) fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Re-reads configuration and target files and applies them to the running scheduler.
+pub(crate) struct Reloader {
+    options: Options,
+    scheduler: Scheduler,
+    metrics: Arc<ExporterMetrics>,
+    provider: ProviderHandle,
+    current: Mutex<(Config, SasClient)>,
+    files: Mutex<TargetFiles>,
+    serial: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloader").finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn base_dir(config_path: Option<&Path>) -> PathBuf {
+    config_path
+        .and_then(Path::parent)
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_owned)
+}
+
+/// True when two credentials sections would build the same provider.
+fn same_credentials(a: Option<&CredentialsConfig>, b: Option<&CredentialsConfig>) -> bool {
+    let secret =
+        |s: &Option<secrecy::SecretString>| s.as_ref().map(|s| s.expose_secret().to_owned());
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => {
+            // Debug redacts the secrets, so they are compared on their own.
+            format!("{a:?}") == format!("{b:?}")
+                && secret(&a.access_key_secret) == secret(&b.access_key_secret)
+                && secret(&a.security_token) == secret(&b.security_token)
+        }
+        _ => false,
+    }
+}
+
+impl Reloader {
+    /// A reloader that starts from `current` (the retained start-up config and its client).
+    pub(crate) fn new(
+        options: Options,
+        scheduler: Scheduler,
+        metrics: Arc<ExporterMetrics>,
+        provider: ProviderHandle,
+        current: (Config, SasClient),
+        files: TargetFiles,
+    ) -> Self {
+        Reloader {
+            options,
+            scheduler,
+            metrics,
+            provider,
+            current: Mutex::new(current),
+            files: Mutex::new(files),
+            serial: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn lock_current(&self) -> MutexGuard<'_, (Config, SasClient)> {
+        self.current.lock()
+    }
+
+    fn lock_files(&self) -> MutexGuard<'_, TargetFiles> {
+        self.files.lock()
+    }
+
+    /// Reloads the config file and target files. An invalid config is rejected whole and the
+    /// running one stays; the error says what was wrong.
+    pub(crate) async fn reload(&self) -> Result<ReloadOutcome, ReloadError> {
+        let _serial = self.serial.lock().await;
+        let Some(path) = self.options.config_path.clone() else {
+            return Ok(ReloadOutcome::NoConfigFile);
+        };
+        let result = self.reload_from(&path).await;
+        self.metrics.config_loaded(result.is_ok());
+        match &result {
+            Ok(summary) => {
+                tracing::info!(file = %path.display(), %summary, "configuration reloaded")
+            }
+            Err(e) => {
+                tracing::error!(file = %path.display(), error = %e, "reload rejected; the previous configuration stays in effect")
+            }
+        }
+        result
+    }
+
+    async fn reload_from(&self, path: &Path) -> Result<ReloadOutcome, ReloadError> {
+        let config = Config::load(path)?;
+        let (old_sas, old_creds, old_client) = {
+            let cur = self.lock_current();
+            (cur.0.sas.clone(), cur.0.credentials.clone(), cur.1.clone())
+        };
+        let creds_changed = !same_credentials(old_creds.as_ref(), config.credentials.as_ref());
+        let client = if creds_changed || old_sas != config.sas {
+            let provider = if creds_changed {
+                let p = credentials::provider_from_config(
+                    config.credentials.as_ref(),
+                    &env_var,
+                    self.options.clock.clone(),
+                )
+                .await?;
+                tracing::info!(provider = p.name(), "credentials provider selected");
+                self.provider.store(Arc::new(Arc::clone(&p)));
+                p
+            } else {
+                Arc::clone(old_client.credentials_provider())
+            };
+            SasClient::new(ClientOptions::from_config(&config.sas), provider)?
+                .with_clock(self.options.clock.clone())
+        } else {
+            old_client
+        };
+        let assembled = self.lock_files().assemble(
+            &config,
+            &base_dir(Some(path)),
+            self.options.shard,
+            &env_var,
+        );
+        self.metrics.target_files(self.lock_files().status());
+        self.scheduler
+            .reconfigure(client.clone(), config.polling.clone(), &assembled.targets);
+        let outcome = ReloadOutcome::Applied {
+            targets: assembled.targets.len(),
+            configured: assembled.total_before_shard,
+            shard_index: self.options.shard.index,
+            shard_total: self.options.shard.total,
+            problems: assembled.problems,
+        };
+        *self.lock_current() = (config, client);
+        Ok(outcome)
+    }
+
+    /// Re-reads the target files if any changed on disk, keeping the rest of the config.
+    pub(crate) async fn refresh_target_files(&self) {
+        let _serial = self.serial.lock().await;
+        let (config, client) = self.lock_current().clone();
+        let base = base_dir(self.options.config_path.as_deref());
+        if !self.lock_files().changed(&config, &base) {
+            return;
+        }
+        let assembled = self
+            .lock_files()
+            .assemble(&config, &base, self.options.shard, &env_var);
+        self.metrics.target_files(self.lock_files().status());
+        tracing::info!(
+            targets = assembled.targets.len(),
+            "target files changed on disk; targets updated"
+        );
+        self.scheduler
+            .reconfigure(client, config.polling.clone(), &assembled.targets);
+    }
+}
+
+/// What the reloader keeps of the start-up config. Inline targets are only needed to merge with
+/// target files that change on disk; without target files a reload re-reads everything anyway,
+/// so a 10 000-target list is not kept twice for the life of the process.
+pub(crate) fn retained_config(config: &Config) -> Config {
+    Config {
+        sas: config.sas.clone(),
+        credentials: config.credentials.clone(),
+        polling: config.polling.clone(),
+        targets: if config.target_files.is_empty() {
+            Vec::new()
+        } else {
+            config.targets.clone()
+        },
+        target_files: config.target_files.clone(),
+        state_file: config.state_file.clone(),
+    }
+}
+
+impl Reload for Reloader {
+    fn reload(&self) -> BoxFuture<'_, Result<String, Box<dyn std::error::Error + Send + Sync>>> {
+        Box::pin(async move {
+            Reloader::reload(self)
+                .await
+                .map(|outcome| outcome.to_string())
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+        })
+    }
+}
+
+/// Checks the target files every few seconds and applies what changed.
+pub(crate) async fn watch_target_files(reloader: Arc<Reloader>, mut shutdown: Shutdown) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(TARGET_FILE_CHECK_EVERY) => {}
+            _ = shutdown.wait() => return,
+        }
+        reloader.refresh_target_files().await;
+    }
+}

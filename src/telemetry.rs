@@ -1,0 +1,173 @@
+//! The exporter's own instruments: API requests, errors and durations, target files and config
+//! reloads, kept in a prometheus-client registry that the scheduler and reloads update.
+
+use std::collections::HashSet;
+
+use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::clock::unix_now;
+use crate::targets::FileStatus;
+
+/// Distinct API error codes kept as label values; later ones are counted as `other`.
+pub const MAX_ERROR_CODES: usize = 64;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct ActionLabels {
+    action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct FileLabels {
+    file: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct ErrorLabels {
+    action: String,
+    code: String,
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+}
+
+/// The exporter's own counters and gauges, updated by the scheduler and the reload logic.
+#[derive(Debug)]
+pub struct ExporterMetrics {
+    requests: Family<ActionLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    durations: Family<ActionLabels, Histogram, fn() -> Histogram>,
+    reload_ok: Gauge,
+    reload_ts: Gauge<f64, std::sync::atomic::AtomicU64>,
+    target_files: Family<FileLabels, Gauge>,
+    codes_seen: Mutex<HashSet<String>>,
+}
+
+impl Default for ExporterMetrics {
+    fn default() -> Self {
+        ExporterMetrics {
+            requests: Family::default(),
+            errors: Family::default(),
+            durations: Family::new_with_constructor(duration_histogram),
+            reload_ok: Gauge::default(),
+            reload_ts: Gauge::default(),
+            target_files: Family::default(),
+            codes_seen: Mutex::new(HashSet::new()),
+        }
+    }
+}
+
+impl ExporterMetrics {
+    /// Registers every series, so the registry encodes their current values at each scrape.
+    pub(crate) fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "sas_exporter_api_requests",
+            "HTTP requests sent to the Security Center API, retries included",
+            self.requests.clone(),
+        );
+        registry.register(
+            "sas_exporter_api_request_errors",
+            "Failed Security Center API requests by error code (the API's Code, or timeout, connect, http_5xx, invalid_response)",
+            self.errors.clone(),
+        );
+        registry.register(
+            "sas_exporter_api_request_duration_seconds",
+            "Duration of Security Center API requests",
+            self.durations.clone(),
+        );
+        registry.register(
+            "sas_exporter_config_last_reload_successful",
+            "Whether the last configuration load succeeded",
+            self.reload_ok.clone(),
+        );
+        registry.register(
+            "sas_exporter_config_last_reload_success_timestamp_seconds",
+            "When the configuration was last loaded successfully",
+            self.reload_ts.clone(),
+        );
+        registry.register(
+            "sas_exporter_target_file_last_load_successful",
+            "Whether the last read of each target file succeeded (a failed file keeps its previous targets)",
+            self.target_files.clone(),
+        );
+    }
+
+    /// Counts one HTTP request sent to the API and how long it took.
+    pub fn observe_request(&self, action: &str, seconds: f64) {
+        let labels = ActionLabels {
+            action: action.to_owned(),
+        };
+        self.requests.get_or_create(&labels).inc();
+        self.durations.get_or_create(&labels).observe(seconds);
+    }
+
+    /// Counts one failed request under its error code (API codes beyond the cap become `other`).
+    pub fn observe_error(&self, action: &str, code: &str) {
+        let code = self.bounded_code(code);
+        self.errors
+            .get_or_create(&ErrorLabels {
+                action: action.to_owned(),
+                code,
+            })
+            .inc();
+    }
+
+    fn bounded_code(&self, code: &str) -> String {
+        if matches!(
+            code,
+            "timeout" | "connect" | "http_5xx" | "invalid_response"
+        ) {
+            return code.to_owned();
+        }
+        let mut seen = self.codes_seen.lock();
+        if seen.contains(code) {
+            code.to_owned()
+        } else if seen.len() < MAX_ERROR_CODES {
+            seen.insert(code.to_owned());
+            code.to_owned()
+        } else {
+            "other".to_owned()
+        }
+    }
+
+    /// Records the outcome of the last read of each target file (files no longer matched vanish).
+    pub fn target_files(&self, files: &[FileStatus]) {
+        self.target_files.clear();
+        for f in files {
+            self.target_files
+                .get_or_create(&FileLabels {
+                    file: f.path.display().to_string(),
+                })
+                .set(i64::from(f.error.is_none()));
+        }
+    }
+
+    /// Records the outcome of a configuration (re)load.
+    pub fn config_loaded(&self, ok: bool) {
+        self.reload_ok.set(i64::from(ok));
+        if ok {
+            self.reload_ts.set(unix_now());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_are_capped() {
+        let m = ExporterMetrics::default();
+        for i in 0..MAX_ERROR_CODES {
+            assert_eq!(m.bounded_code(&format!("Code{i}")), format!("Code{i}"));
+        }
+        assert_eq!(m.bounded_code("Code0"), "Code0");
+        assert_eq!(m.bounded_code("OneTooMany"), "other");
+        assert_eq!(m.bounded_code("timeout"), "timeout");
+    }
+}
