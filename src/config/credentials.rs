@@ -1,0 +1,342 @@
+//! The `credentials` section and its cross-field rules.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use marked_yaml::types::MarkedMappingNode;
+use marked_yaml::{Node, Span};
+use secrecy::SecretString;
+
+use super::decoder::{Decoder, Field, Given, entry, is_null, join, position};
+use super::endpoint::{parse_endpoint, parse_metadata_endpoint};
+use super::types::{CredentialsConfig, OidcConfig};
+use super::values::{
+    duration_in, optional, parse_ecs_role, parse_policy, parse_provider_arn, parse_role_arn,
+    parse_session_name,
+};
+
+const CREDENTIALS_KEYS: &[&str] = &[
+    "access_key_id",
+    "access_key_secret",
+    "access_key_secret_file",
+    "security_token",
+    "profile",
+    "ram_role_arn",
+    "role_session_name",
+    "external_id",
+    "policy",
+    "duration",
+    "ecs_ram_role",
+    "oidc",
+    "sts_endpoint",
+    "metadata_endpoint",
+];
+const OIDC_KEYS: &[&str] = &["role_arn", "provider_arn", "token_file"];
+
+// STS's own bounds for DurationSeconds.
+const MIN_ROLE_DURATION: Duration = Duration::from_secs(15 * 60);
+const MAX_ROLE_DURATION: Duration = Duration::from_secs(12 * 3600);
+
+/// Every `credentials` key as read, before the cross-field rules.
+struct CredentialFields {
+    id: Field<Option<String>>,
+    secret: Field<Option<String>>,
+    file: Field<Option<String>>,
+    token: Field<Option<String>>,
+    profile: Field<Option<String>>,
+    role_arn: Field<Option<String>>,
+    session: Field<Option<String>>,
+    external_id: Field<Option<String>>,
+    policy: Field<Option<String>>,
+    duration: Field<Option<Duration>>,
+    /// Never `Set` to "absent": an empty value means "discover the role name".
+    ecs: Field<String>,
+    oidc: Field<OidcConfig>,
+    sts: Field<Option<String>>,
+    metadata: Field<Option<String>>,
+}
+
+impl Decoder<'_> {
+    pub(super) fn credentials(&mut self, key: &Span, node: &Node) -> Option<CredentialsConfig> {
+        let p = "credentials";
+        let empty = MarkedMappingNode::new_empty(Span::new_blank());
+        let m = match self.mapping(node, p) {
+            Field::Set(m, _) => m,
+            Field::Absent => &empty,
+            Field::Invalid => return None,
+        };
+        self.check_keys(m, p, CREDENTIALS_KEYS);
+        let string = optional(|s| Ok(s.to_owned()));
+        let f = CredentialFields {
+            id: self.value(m, "access_key_id", p, &string),
+            secret: self.value(m, "access_key_secret", p, &string),
+            file: self.value(m, "access_key_secret_file", p, &string),
+            token: self.value(m, "security_token", p, &string),
+            profile: self.value(m, "profile", p, &string),
+            role_arn: self.value(m, "ram_role_arn", p, optional(parse_role_arn)),
+            session: self.value(m, "role_session_name", p, optional(parse_session_name)),
+            external_id: self.value(m, "external_id", p, &string),
+            policy: self.policy(m, p),
+            duration: self.value(
+                m,
+                "duration",
+                p,
+                optional(duration_in(MIN_ROLE_DURATION, Some(MAX_ROLE_DURATION))),
+            ),
+            ecs: self.ecs_ram_role(m, p),
+            oidc: match entry(m, "oidc") {
+                Some((key, node)) => self.oidc(key.span(), node, &join(p, "oidc")),
+                None => Field::Absent,
+            },
+            sts: self.value(m, "sts_endpoint", p, optional(parse_endpoint)),
+            metadata: self.value(m, "metadata_endpoint", p, optional(parse_metadata_endpoint)),
+        };
+        if let Some(Node::Scalar(s)) = m.get_node("access_key_secret") {
+            // Only a secret typed into the file makes the file itself sensitive.
+            self.literal_secret |=
+                !s.as_str().is_empty() && !is_null(s) && !s.as_str().contains("${");
+        }
+        self.check_credentials(key, m, &f);
+        Some(CredentialsConfig {
+            access_key_id: f.id.or(None),
+            access_key_secret: f.secret.or(None).map(SecretString::from),
+            access_key_secret_file: f.file.or(None).map(PathBuf::from),
+            security_token: f.token.or(None).map(SecretString::from),
+            profile: f.profile.or(None),
+            ram_role_arn: f.role_arn.or(None),
+            role_session_name: f.session.or(None),
+            external_id: f.external_id.or(None),
+            policy: f.policy.or(None),
+            duration: f.duration.or(None),
+            ecs_ram_role: match f.ecs {
+                Field::Set(role, _) => Some(role),
+                _ => None,
+            },
+            oidc: match f.oidc {
+                Field::Set(oidc, _) => Some(oidc),
+                _ => None,
+            },
+            sts_endpoint: f.sts.or(None),
+            metadata_endpoint: f.metadata.or(None),
+        })
+    }
+
+    /// `credentials.policy`: a JSON object, kept as written since STS takes it as a string.
+    fn policy(&mut self, m: &MarkedMappingNode, p: &str) -> Field<Option<String>> {
+        if let Some(node @ (Node::Mapping(_) | Node::Sequence(_))) = m.get_node("policy") {
+            // Unquoted `{"Version": ...}` is a YAML flow mapping, which reads as JSON to the eye.
+            self.report(
+                node.span(),
+                format!(
+                    "{}: expected the policy document as a JSON string; quote it, e.g. policy: '{{\"Version\": \"1\", \"Statement\": [...]}}'",
+                    join(p, "policy")
+                ),
+            );
+            return Field::Invalid;
+        }
+        self.value(m, "policy", p, optional(parse_policy))
+    }
+
+    /// `credentials.ecs_ram_role`, where an empty value is meaningful: unlike every other key, a
+    /// bare `ecs_ram_role:` (null) or `ecs_ram_role: ""` yields `Some("")`, "discover the role
+    /// name from the metadata service", since there is no other way to spell that.
+    fn ecs_ram_role(&mut self, m: &MarkedMappingNode, p: &str) -> Field<String> {
+        let Some(node) = m.get_node("ecs_ram_role") else {
+            return Field::Absent;
+        };
+        let path = join(p, "ecs_ram_role");
+        match self.text(node, &path) {
+            Field::Absent => Field::Set(String::new(), *node.span()),
+            Field::Set(role, span) => match parse_ecs_role(&role) {
+                Ok(()) => Field::Set(role, span),
+                Err(why) => {
+                    self.report(&span, format!("{path}: {why}"));
+                    Field::Invalid
+                }
+            },
+            Field::Invalid => Field::Invalid,
+        }
+    }
+
+    /// `credentials.oidc`, a mapping of three required keys; `key` is where `oidc:` is written.
+    fn oidc(&mut self, key: &Span, node: &Node, path: &str) -> Field<OidcConfig> {
+        let m = match self.mapping(node, path) {
+            Field::Set(m, _) => m,
+            Field::Absent => {
+                self.report(
+                    key,
+                    format!(
+                        "{path}: expected a mapping with role_arn, provider_arn and token_file, got an empty value"
+                    ),
+                );
+                return Field::Invalid;
+            }
+            Field::Invalid => return Field::Invalid,
+        };
+        self.check_keys(m, path, OIDC_KEYS);
+        let role_arn = self.value(m, "role_arn", path, optional(parse_role_arn));
+        let provider_arn = self.value(m, "provider_arn", path, optional(parse_provider_arn));
+        let token_file = self.value(m, "token_file", path, optional(|s| Ok(PathBuf::from(s))));
+        for (name, set, what) in [
+            (
+                "role_arn",
+                role_arn.given(),
+                "the RAM role to assume, acs:ram::ACCOUNT:role/NAME",
+            ),
+            (
+                "provider_arn",
+                provider_arn.given(),
+                "the OIDC provider registered in RAM, acs:ram::ACCOUNT:oidc-provider/NAME",
+            ),
+            (
+                "token_file",
+                token_file.given(),
+                "the file holding the OIDC token, such as a projected service account token",
+            ),
+        ] {
+            if !set {
+                self.report(key, format!("{path}: {name} is required ({what})"));
+            }
+        }
+        match (role_arn, provider_arn, token_file) {
+            (
+                Field::Set(Some(role_arn), _),
+                Field::Set(Some(provider_arn), _),
+                Field::Set(Some(token_file), _),
+            ) => Field::Set(
+                OidcConfig {
+                    role_arn,
+                    provider_arn,
+                    token_file,
+                },
+                *key,
+            ),
+            _ => Field::Invalid,
+        }
+    }
+
+    /// Cross-field rules. A value already reported as invalid still counts as given (it can be
+    /// ambiguous with another source, and it satisfies what needs it), but it is not itself told
+    /// that it needs something else, so one mistake yields one problem.
+    fn check_credentials(&mut self, key: &Span, m: &MarkedMappingNode, f: &CredentialFields) {
+        let statics = [&f.id, &f.secret, &f.file, &f.token];
+        if !statics.iter().any(|f| matches!(f, Field::Invalid)) {
+            self.check_static_keys(f);
+        }
+
+        let anything = [
+            &f.id,
+            &f.secret,
+            &f.file,
+            &f.token,
+            &f.profile,
+            &f.role_arn,
+            &f.session,
+            &f.external_id,
+            &f.policy,
+            &f.sts,
+            &f.metadata,
+        ]
+        .iter()
+        .any(|f| f.given())
+            || f.duration.given()
+            || f.ecs.given()
+            || f.oidc.given();
+        if !anything {
+            self.report(
+                key,
+                "credentials: no credentials given; set access_key_id with access_key_secret_file, profile, ram_role_arn, ecs_ram_role or oidc, or remove the section to use the default credential chain".to_owned(),
+            );
+        }
+
+        // Sources in file order; each conflicting one is reported once, against the first it clashes with.
+        let key_at = |name: &str| entry(m, name).map(|(k, _)| *k.span());
+        let mut sources: Vec<(&str, Span)> = [
+            ("access_key_id", f.id.given()),
+            ("profile", f.profile.given()),
+            ("ecs_ram_role", f.ecs.given()),
+            ("oidc", f.oidc.given()),
+            ("ram_role_arn", f.role_arn.given()),
+        ]
+        .into_iter()
+        .filter(|(_, given)| *given)
+        .filter_map(|(name, _)| key_at(name).map(|at| (name, at)))
+        .collect();
+        sources.sort_by_key(|(_, at)| position(at));
+        for (j, (later, at)) in sources.iter().enumerate() {
+            // ram_role_arn is a modifier of static keys, not a rival source.
+            let clash = sources[..j].iter().find(|(earlier, _)| {
+                !matches!(
+                    (*earlier, *later),
+                    ("access_key_id", "ram_role_arn") | ("ram_role_arn", "access_key_id")
+                )
+            });
+            if let Some((earlier, _)) = clash {
+                self.report(
+                    at,
+                    format!(
+                        "credentials: ambiguous: both {earlier} and {later} are given; choose one source"
+                    ),
+                );
+            }
+        }
+
+        let role = f.role_arn.given();
+        let oidc = f.oidc.given();
+        if let (Some(at), false) = (f.session.present(), role || oidc) {
+            self.report(
+                &at,
+                "credentials: role_session_name is set but neither ram_role_arn nor oidc is; it names the session of an assumed role, so set one of them or remove it".to_owned(),
+            );
+        }
+        if let (Some(at), false) = (f.duration.present(), role || oidc) {
+            self.report(
+                &at,
+                "credentials: duration is set but neither ram_role_arn nor oidc is; it is the lifetime of an assumed role's credentials, so set one of them or remove it".to_owned(),
+            );
+        }
+        for (name, field) in [("external_id", &f.external_id), ("policy", &f.policy)] {
+            if let (Some(at), false) = (field.present(), role) {
+                self.report(
+                    &at,
+                    format!(
+                        "credentials: {name} is set but ram_role_arn is not; it only applies to AssumeRole, so set ram_role_arn or remove it"
+                    ),
+                );
+            }
+        }
+    }
+
+    fn check_static_keys(&mut self, f: &CredentialFields) {
+        let (id, secret, file, token) = (&f.id, &f.secret, &f.file, &f.token);
+        if let (Some(at), Some(_)) = (secret.present(), file.present()) {
+            self.report(
+                &at,
+                "credentials: access_key_secret and access_key_secret_file are mutually exclusive; keep only one (preferably access_key_secret_file)".to_owned(),
+            );
+        }
+        let secret_source = secret
+            .present()
+            .map(|at| ("access_key_secret", at))
+            .or_else(|| file.present().map(|at| ("access_key_secret_file", at)));
+        match (id.present(), secret_source) {
+            (Some(at), None) => self.report(
+                &at,
+                "credentials: access_key_id is set but neither access_key_secret nor access_key_secret_file is; set one of them".to_owned(),
+            ),
+            (None, Some((name, at))) => self.report(
+                &at,
+                format!("credentials: {name} is set but access_key_id is not; set access_key_id too"),
+            ),
+            (None, None) => {
+                if let Some(at) = token.present() {
+                    self.report(
+                        &at,
+                        "credentials: security_token is set but access_key_id and access_key_secret are not; an STS token needs both".to_owned(),
+                    );
+                }
+            }
+            (Some(_), Some(_)) => {}
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! The entry points: a config file or text, and target files.
+
+use std::path::Path;
+
+use marked_yaml::Node;
+
+use super::decoder::Decoder;
+use super::problem::ConfigError;
+use super::types::{Config, Target};
+
+impl Config {
+    /// Reads and validates a config file, expanding `${VAR}` from the process environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let env = |name: &str| std::env::var(name).ok();
+        let (config, literal_secret) = parse_config(&text, &shown, &env)?;
+        if literal_secret {
+            warn_if_readable_by_others(path);
+        }
+        Ok(config)
+    }
+
+    /// Validates config text; `file` only labels problems and `env` makes expansion testable.
+    pub fn parse(
+        text: &str,
+        file: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        parse_config(text, file, env).map(|(config, _)| config)
+    }
+}
+
+/// Parses a target file (a YAML list shaped like `targets`), de-duplicated within the file.
+pub fn parse_targets(
+    text: &str,
+    file: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<Target>, ConfigError> {
+    let mut d = Decoder::new(file, env);
+    let targets = match d.load(text, true) {
+        Some(root) => {
+            let targets = d.targets(&root, "targets");
+            d.dedupe(targets)
+        }
+        None => Vec::new(),
+    };
+    d.finish(targets)
+}
+
+fn parse_config(
+    text: &str,
+    file: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Config, bool), ConfigError> {
+    let mut d = Decoder::new(file, env);
+    let config = match d.load(text, false) {
+        Some(Node::Mapping(root)) => d.config(&root),
+        // The loader guarantees a mapping here; anything else was already reported.
+        _ => Config::default(),
+    };
+    let literal_secret = d.literal_secret;
+    d.finish((config, literal_secret))
+}
+
+#[cfg(unix)]
+fn warn_if_readable_by_others(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.permissions().mode() & 0o044 != 0 {
+            tracing::warn!(
+                file = %path.display(),
+                "the config file holds a literal access_key_secret and is readable by group or others; use access_key_secret_file or restrict its permissions"
+            );
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_readable_by_others(_path: &Path) {}
