@@ -7,11 +7,11 @@ use marked_yaml::types::MarkedMappingNode;
 use marked_yaml::{Node, Span};
 use secrecy::SecretString;
 
-use super::decoder::{Decoder, Field, Given, entry, is_null, join, position};
+use super::decoder::{Decoder, Field, entry, is_null, join, position};
 use super::endpoint::{parse_endpoint, parse_metadata_endpoint};
 use super::types::{CredentialsConfig, OidcConfig};
 use super::values::{
-    duration_in, optional, parse_ecs_role, parse_policy, parse_provider_arn, parse_role_arn,
+    duration_in, parse_ecs_role, parse_policy, parse_provider_arn, parse_role_arn,
     parse_session_name,
 };
 
@@ -39,21 +39,28 @@ const MAX_ROLE_DURATION: Duration = Duration::from_secs(12 * 3600);
 
 /// Every `credentials` key as read, before the cross-field rules.
 struct CredentialFields {
-    id: Field<Option<String>>,
-    secret: Field<Option<String>>,
-    file: Field<Option<String>>,
-    token: Field<Option<String>>,
-    profile: Field<Option<String>>,
-    role_arn: Field<Option<String>>,
-    session: Field<Option<String>>,
-    external_id: Field<Option<String>>,
-    policy: Field<Option<String>>,
-    duration: Field<Option<Duration>>,
-    /// Never `Set` to "absent": an empty value means "discover the role name".
-    ecs: Field<String>,
+    id: Field<String>,
+    secret: Field<SecretString>,
+    file: Field<PathBuf>,
+    token: Field<SecretString>,
+    profile: Field<String>,
+    role_arn: Field<String>,
+    session: Field<String>,
+    external_id: Field<String>,
+    policy: Field<String>,
+    duration: Field<Duration>,
+    ecs: Field<EcsRole>,
     oidc: Field<OidcConfig>,
-    sts: Field<Option<String>>,
-    metadata: Field<Option<String>>,
+    sts: Field<String>,
+    metadata: Field<String>,
+}
+
+/// What `ecs_ram_role` asks for.
+enum EcsRole {
+    /// Ask the metadata service which role the instance has.
+    Discover,
+    /// Use this role.
+    Named(String),
 }
 
 impl Decoder<'_> {
@@ -66,30 +73,31 @@ impl Decoder<'_> {
             Field::Invalid => return None,
         };
         self.check_keys(m, p, CREDENTIALS_KEYS);
-        let string = optional(|s| Ok(s.to_owned()));
+        let string = |s: &str| Ok(s.to_owned());
+        let secret = |s: &str| Ok(SecretString::from(s));
         let f = CredentialFields {
-            id: self.value(m, "access_key_id", p, &string),
-            secret: self.value(m, "access_key_secret", p, &string),
-            file: self.value(m, "access_key_secret_file", p, &string),
-            token: self.value(m, "security_token", p, &string),
-            profile: self.value(m, "profile", p, &string),
-            role_arn: self.value(m, "ram_role_arn", p, optional(parse_role_arn)),
-            session: self.value(m, "role_session_name", p, optional(parse_session_name)),
-            external_id: self.value(m, "external_id", p, &string),
+            id: self.optional(m, "access_key_id", p, string),
+            secret: self.optional(m, "access_key_secret", p, secret),
+            file: self.optional(m, "access_key_secret_file", p, |s| Ok(PathBuf::from(s))),
+            token: self.optional(m, "security_token", p, secret),
+            profile: self.optional(m, "profile", p, string),
+            role_arn: self.optional(m, "ram_role_arn", p, parse_role_arn),
+            session: self.optional(m, "role_session_name", p, parse_session_name),
+            external_id: self.optional(m, "external_id", p, string),
             policy: self.policy(m, p),
-            duration: self.value(
+            duration: self.optional(
                 m,
                 "duration",
                 p,
-                optional(duration_in(MIN_ROLE_DURATION, Some(MAX_ROLE_DURATION))),
+                duration_in(MIN_ROLE_DURATION, MAX_ROLE_DURATION),
             ),
             ecs: self.ecs_ram_role(m, p),
             oidc: match entry(m, "oidc") {
                 Some((key, node)) => self.oidc(key.span(), node, &join(p, "oidc")),
                 None => Field::Absent,
             },
-            sts: self.value(m, "sts_endpoint", p, optional(parse_endpoint)),
-            metadata: self.value(m, "metadata_endpoint", p, optional(parse_metadata_endpoint)),
+            sts: self.optional(m, "sts_endpoint", p, parse_endpoint),
+            metadata: self.optional(m, "metadata_endpoint", p, parse_metadata_endpoint),
         };
         if let Some(Node::Scalar(s)) = m.get_node("access_key_secret") {
             // Only a secret typed into the file makes the file itself sensitive.
@@ -98,31 +106,29 @@ impl Decoder<'_> {
         }
         self.check_credentials(key, m, &f);
         Some(CredentialsConfig {
-            access_key_id: f.id.or(None),
-            access_key_secret: f.secret.or(None).map(SecretString::from),
-            access_key_secret_file: f.file.or(None).map(PathBuf::from),
-            security_token: f.token.or(None).map(SecretString::from),
-            profile: f.profile.or(None),
-            ram_role_arn: f.role_arn.or(None),
-            role_session_name: f.session.or(None),
-            external_id: f.external_id.or(None),
-            policy: f.policy.or(None),
-            duration: f.duration.or(None),
-            ecs_ram_role: match f.ecs {
-                Field::Set(role, _) => Some(role),
-                _ => None,
-            },
-            oidc: match f.oidc {
-                Field::Set(oidc, _) => Some(oidc),
-                _ => None,
-            },
-            sts_endpoint: f.sts.or(None),
-            metadata_endpoint: f.metadata.or(None),
+            access_key_id: f.id.ok(),
+            access_key_secret: f.secret.ok(),
+            access_key_secret_file: f.file.ok(),
+            security_token: f.token.ok(),
+            profile: f.profile.ok(),
+            ram_role_arn: f.role_arn.ok(),
+            role_session_name: f.session.ok(),
+            external_id: f.external_id.ok(),
+            policy: f.policy.ok(),
+            duration: f.duration.ok(),
+            // The config type spells "discover" as an empty role name.
+            ecs_ram_role: f.ecs.ok().map(|role| match role {
+                EcsRole::Discover => String::new(),
+                EcsRole::Named(name) => name,
+            }),
+            oidc: f.oidc.ok(),
+            sts_endpoint: f.sts.ok(),
+            metadata_endpoint: f.metadata.ok(),
         })
     }
 
     /// `credentials.policy`: a JSON object, kept as written since STS takes it as a string.
-    fn policy(&mut self, m: &MarkedMappingNode, p: &str) -> Field<Option<String>> {
+    fn policy(&mut self, m: &MarkedMappingNode, p: &str) -> Field<String> {
         if let Some(node @ (Node::Mapping(_) | Node::Sequence(_))) = m.get_node("policy") {
             // Unquoted `{"Version": ...}` is a YAML flow mapping, which reads as JSON to the eye.
             self.report(
@@ -134,21 +140,22 @@ impl Decoder<'_> {
             );
             return Field::Invalid;
         }
-        self.value(m, "policy", p, optional(parse_policy))
+        self.optional(m, "policy", p, parse_policy)
     }
 
     /// `credentials.ecs_ram_role`, where an empty value is meaningful: unlike every other key, a
-    /// bare `ecs_ram_role:` (null) or `ecs_ram_role: ""` yields `Some("")`, "discover the role
-    /// name from the metadata service", since there is no other way to spell that.
-    fn ecs_ram_role(&mut self, m: &MarkedMappingNode, p: &str) -> Field<String> {
+    /// bare `ecs_ram_role:` (null) or `ecs_ram_role: ""` asks to discover the role name from the
+    /// metadata service, since there is no other way to spell that.
+    fn ecs_ram_role(&mut self, m: &MarkedMappingNode, p: &str) -> Field<EcsRole> {
         let Some(node) = m.get_node("ecs_ram_role") else {
             return Field::Absent;
         };
         let path = join(p, "ecs_ram_role");
         match self.text(node, &path) {
-            Field::Absent => Field::Set(String::new(), *node.span()),
+            Field::Absent => Field::Set(EcsRole::Discover, *node.span()),
+            Field::Set(role, span) if role.is_empty() => Field::Set(EcsRole::Discover, span),
             Field::Set(role, span) => match parse_ecs_role(&role) {
-                Ok(()) => Field::Set(role, span),
+                Ok(()) => Field::Set(EcsRole::Named(role), span),
                 Err(why) => {
                     self.report(&span, format!("{path}: {why}"));
                     Field::Invalid
@@ -174,9 +181,9 @@ impl Decoder<'_> {
             Field::Invalid => return Field::Invalid,
         };
         self.check_keys(m, path, OIDC_KEYS);
-        let role_arn = self.value(m, "role_arn", path, optional(parse_role_arn));
-        let provider_arn = self.value(m, "provider_arn", path, optional(parse_provider_arn));
-        let token_file = self.value(m, "token_file", path, optional(|s| Ok(PathBuf::from(s))));
+        let role_arn = self.optional(m, "role_arn", path, parse_role_arn);
+        let provider_arn = self.optional(m, "provider_arn", path, parse_provider_arn);
+        let token_file = self.optional(m, "token_file", path, |s| Ok(PathBuf::from(s)));
         for (name, set, what) in [
             (
                 "role_arn",
@@ -199,18 +206,16 @@ impl Decoder<'_> {
             }
         }
         match (role_arn, provider_arn, token_file) {
-            (
-                Field::Set(Some(role_arn), _),
-                Field::Set(Some(provider_arn), _),
-                Field::Set(Some(token_file), _),
-            ) => Field::Set(
-                OidcConfig {
-                    role_arn,
-                    provider_arn,
-                    token_file,
-                },
-                *key,
-            ),
+            (Field::Set(role_arn, _), Field::Set(provider_arn, _), Field::Set(token_file, _)) => {
+                Field::Set(
+                    OidcConfig {
+                        role_arn,
+                        provider_arn,
+                        token_file,
+                    },
+                    *key,
+                )
+            }
             _ => Field::Invalid,
         }
     }
@@ -219,30 +224,33 @@ impl Decoder<'_> {
     /// ambiguous with another source, and it satisfies what needs it), but it is not itself told
     /// that it needs something else, so one mistake yields one problem.
     fn check_credentials(&mut self, key: &Span, m: &MarkedMappingNode, f: &CredentialFields) {
-        let statics = [&f.id, &f.secret, &f.file, &f.token];
-        if !statics.iter().any(|f| matches!(f, Field::Invalid)) {
+        let statics = [
+            f.id.invalid(),
+            f.secret.invalid(),
+            f.file.invalid(),
+            f.token.invalid(),
+        ];
+        if !statics.contains(&true) {
             self.check_static_keys(f);
         }
 
         let anything = [
-            &f.id,
-            &f.secret,
-            &f.file,
-            &f.token,
-            &f.profile,
-            &f.role_arn,
-            &f.session,
-            &f.external_id,
-            &f.policy,
-            &f.sts,
-            &f.metadata,
-        ]
-        .iter()
-        .any(|f| f.given())
-            || f.duration.given()
-            || f.ecs.given()
-            || f.oidc.given();
-        if !anything {
+            f.id.given(),
+            f.secret.given(),
+            f.file.given(),
+            f.token.given(),
+            f.profile.given(),
+            f.role_arn.given(),
+            f.session.given(),
+            f.external_id.given(),
+            f.policy.given(),
+            f.duration.given(),
+            f.ecs.given(),
+            f.oidc.given(),
+            f.sts.given(),
+            f.metadata.given(),
+        ];
+        if !anything.contains(&true) {
             self.report(
                 key,
                 "credentials: no credentials given; set access_key_id with access_key_secret_file, profile, ram_role_arn, ecs_ram_role or oidc, or remove the section to use the default credential chain".to_owned(),

@@ -6,20 +6,28 @@ use marked_yaml::{LoadError, LoaderOptions, Node, Span};
 use super::document::TOP_KEYS;
 use super::env::{Env, expand};
 use super::problem::{ConfigError, Location, Problem};
-use super::types::OidcConfig;
 
-/// The outcome of reading one optional value, so cross-field checks can skip values already reported.
+/// The outcome of reading one value, so cross-field checks can skip values already reported.
 pub(super) enum Field<T> {
+    /// Not written, null, or (for keys read with [`Decoder::optional`]) an empty string.
     Absent,
+    /// Written but wrong; the problem is already reported.
     Invalid,
+    /// A valid value and where it was written.
     Set(T, Span),
 }
 
 impl<T> Field<T> {
+    /// The value, or `default` when it is absent or invalid.
     pub(super) fn or(self, default: T) -> T {
+        self.ok().unwrap_or(default)
+    }
+
+    /// The value, if it is valid.
+    pub(super) fn ok(self) -> Option<T> {
         match self {
-            Field::Set(v, _) => v,
-            _ => default,
+            Field::Set(v, _) => Some(v),
+            _ => None,
         }
     }
 
@@ -34,49 +42,46 @@ impl<T> Field<T> {
             Field::Set(v, _) => Some(*v),
         }
     }
-}
 
-impl<T> Field<Option<T>> {
-    /// Span of a value that is really there (an empty string counts as absent).
+    /// Where a valid value was written.
     pub(super) fn present(&self) -> Option<Span> {
         match self {
-            Field::Set(Some(_), span) => Some(*span),
+            Field::Set(_, span) => Some(*span),
             _ => None,
         }
     }
-}
 
-/// Whether the operator wrote a value, valid or not (an empty string counts as absent).
-pub(super) trait Given {
-    fn given(&self) -> bool;
-}
-
-impl<T> Given for Field<Option<T>> {
-    fn given(&self) -> bool {
-        matches!(self, Field::Set(Some(_), _) | Field::Invalid)
+    /// Whether the value was written but is wrong (and already reported).
+    pub(super) fn invalid(&self) -> bool {
+        matches!(self, Field::Invalid)
     }
-}
 
-impl Given for Field<String> {
-    fn given(&self) -> bool {
+    /// Whether the operator wrote a value, valid or not.
+    pub(super) fn given(&self) -> bool {
         !matches!(self, Field::Absent)
     }
 }
 
-impl Given for Field<OidcConfig> {
-    fn given(&self) -> bool {
-        !matches!(self, Field::Absent)
-    }
+/// What the top level of a file must be.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum FileKind {
+    /// A config file: a mapping of sections.
+    Config,
+    /// A target file: a list shaped like `targets`.
+    Targets,
 }
 
+/// Line and column of a span's start, `(0, 0)` for a blank one.
 pub(super) fn position(span: &Span) -> (usize, usize) {
     span.start().map_or((0, 0), |m| (m.line(), m.column()))
 }
 
+/// Walks one file, collecting every problem instead of stopping at the first.
 pub(super) struct Decoder<'a> {
     file: &'a str,
     env: Env<'a>,
     pub(super) problems: Vec<Problem>,
+    /// Whether the file itself holds a secret, so its permissions matter.
     pub(super) literal_secret: bool,
 }
 
@@ -90,6 +95,7 @@ impl<'a> Decoder<'a> {
         }
     }
 
+    /// Where `span` starts in this file.
     pub(super) fn location(&self, span: &Span) -> Location {
         let (line, column) = position(span);
         Location {
@@ -99,11 +105,13 @@ impl<'a> Decoder<'a> {
         }
     }
 
+    /// Records one problem at `span`.
     pub(super) fn report(&mut self, span: &Span, message: String) {
         let location = self.location(span);
         self.problems.push(Problem { location, message });
     }
 
+    /// `value` if nothing was reported, else every problem in file order.
     pub(super) fn finish<T>(mut self, value: T) -> Result<T, ConfigError> {
         if self.problems.is_empty() {
             Ok(value)
@@ -116,25 +124,23 @@ impl<'a> Decoder<'a> {
     }
 
     /// Parses the YAML; `None` after reporting a syntax problem.
-    pub(super) fn load(&mut self, text: &str, sequence: bool) -> Option<Node> {
+    pub(super) fn load(&mut self, text: &str, kind: FileKind) -> Option<Node> {
         let options = LoaderOptions::default()
             .prevent_coercion(true)
             .error_on_duplicate_keys(true);
-        let options = if sequence {
-            options.toplevel_sequence()
-        } else {
-            options.toplevel_mapping()
+        let options = match kind {
+            FileKind::Config => options.toplevel_mapping(),
+            FileKind::Targets => options.toplevel_sequence(),
         };
-        let empty = || {
-            if sequence {
-                Node::from(MarkedSequenceNode::new_empty(Span::new_blank()))
-            } else {
-                Node::from(MarkedMappingNode::new_empty(Span::new_blank()))
-            }
+        let empty = || match kind {
+            FileKind::Config => Node::from(MarkedMappingNode::new_empty(Span::new_blank())),
+            FileKind::Targets => Node::from(MarkedSequenceNode::new_empty(Span::new_blank())),
         };
         let (span, message) = match marked_yaml::parse_yaml_with_options(0, text, options) {
             // An empty stream comes back as an empty mapping whatever the requested top level.
-            Ok(Node::Mapping(m)) if sequence && m.is_empty() => return Some(empty()),
+            Ok(Node::Mapping(m)) if kind == FileKind::Targets && m.is_empty() => {
+                return Some(empty());
+            }
             Ok(node) => return Some(node),
             Err(LoadError::TopLevelMustBeMapping(_) | LoadError::TopLevelMustBeSequence(_))
                 if is_blank_document(text) =>
@@ -216,6 +222,7 @@ impl<'a> Decoder<'a> {
         }
     }
 
+    /// A node that must be a mapping; null is `Absent`.
     pub(super) fn mapping<'n>(
         &mut self,
         node: &'n Node,
@@ -228,6 +235,7 @@ impl<'a> Decoder<'a> {
         }
     }
 
+    /// A node that must be a list; null is `Absent`.
     pub(super) fn sequence<'n>(&mut self, node: &'n Node, path: &str) -> Field<&'n [Node]> {
         match node {
             Node::Sequence(s) => Field::Set(s.as_slice(), *s.span()),
@@ -278,7 +286,29 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    pub(super) fn wrong_kind<T>(&mut self, node: &Node, path: &str, expected: &str) -> Field<T> {
+    /// Like [`Decoder::value`], but an empty string (say `${VAR}` set to "") means "not set".
+    pub(super) fn optional<T>(
+        &mut self,
+        m: &MarkedMappingNode,
+        key: &str,
+        section: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Field<T> {
+        let non_empty = |s: &str| {
+            if s.is_empty() {
+                Ok(None)
+            } else {
+                parse(s).map(Some)
+            }
+        };
+        match self.value(m, key, section, non_empty) {
+            Field::Set(Some(v), span) => Field::Set(v, span),
+            Field::Set(None, _) | Field::Absent => Field::Absent,
+            Field::Invalid => Field::Invalid,
+        }
+    }
+
+    fn wrong_kind<T>(&mut self, node: &Node, path: &str, expected: &str) -> Field<T> {
         let got = match node {
             Node::Scalar(_) => "a single value",
             Node::Mapping(_) => "a mapping",
@@ -292,6 +322,7 @@ impl<'a> Decoder<'a> {
     }
 }
 
+/// The key node and value of `key` in `m`, for problems that point at the key.
 pub(super) fn entry<'n>(
     m: &'n MarkedMappingNode,
     key: &str,
@@ -299,6 +330,7 @@ pub(super) fn entry<'n>(
     m.iter().find(|(k, _)| k.as_str() == key)
 }
 
+/// The dotted path of `key` inside `path`, as problems name it.
 pub(super) fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
         key.to_owned()
@@ -313,7 +345,7 @@ pub(super) fn is_null(s: &MarkedScalarNode) -> bool {
 }
 
 /// Whether text the loader refused as a top level is really an empty document (comments, `---`, null).
-pub(super) fn is_blank_document(text: &str) -> bool {
+fn is_blank_document(text: &str) -> bool {
     text.lines().all(|line| {
         let line = line.trim();
         let line = line

@@ -10,13 +10,10 @@ use marked_yaml::{Node, Span};
 use super::decoder::{Decoder, Field, entry, join};
 use super::endpoint::parse_endpoint;
 use super::merge::dedupe_targets;
-use super::types::{
-    Config, DEFAULT_ACTIVE_INTERVAL, DEFAULT_INTERVAL, DEFAULT_REGION, DEFAULT_TIMEOUT,
-    DEFAULT_TIMEZONE, PollingConfig, SasConfig, SignatureVersion, Target,
-};
+use super::types::{Config, PollingConfig, SasConfig, Target};
 use super::values::{
-    check_label_name, duration_in, integer_in, normalize_digest, optional, parse_rate,
-    parse_region, parse_signature_version, parse_timezone,
+    check_label_name, duration_in, integer_in, normalize_digest, parse_rate, parse_region,
+    parse_signature_version, parse_timezone,
 };
 
 pub(super) const TOP_KEYS: &[&str] = &[
@@ -72,8 +69,8 @@ impl Decoder<'_> {
             None => Vec::new(),
         };
         let state_file = self
-            .value(root, "state_file", "", optional(|s| Ok(PathBuf::from(s))))
-            .or(None);
+            .optional(root, "state_file", "", |s| Ok(PathBuf::from(s)))
+            .ok();
         Config {
             sas,
             credentials,
@@ -87,42 +84,35 @@ impl Decoder<'_> {
     fn sas(&mut self, m: &MarkedMappingNode) -> SasConfig {
         let p = "sas";
         self.check_keys(m, p, SAS_KEYS);
+        let defaults = SasConfig::default();
         SasConfig {
-            region: self
-                .value(m, "region", p, parse_region)
-                .or(DEFAULT_REGION.to_owned()),
-            endpoint: self
-                .value(m, "endpoint", p, optional(parse_endpoint))
-                .or(None),
+            region: self.value(m, "region", p, parse_region).or(defaults.region),
+            endpoint: self.optional(m, "endpoint", p, parse_endpoint).ok(),
             signature_version: self
                 .value(m, "signature_version", p, parse_signature_version)
-                .or(SignatureVersion::default()),
+                .or(defaults.signature_version),
             timeout: self
-                .value(m, "timeout", p, duration_in(MIN_TIMEOUT, Some(MAX_TIMEOUT)))
-                .or(DEFAULT_TIMEOUT),
+                .value(m, "timeout", p, duration_in(MIN_TIMEOUT, MAX_TIMEOUT))
+                .or(defaults.timeout),
             timezone: self
                 .value(m, "timezone", p, parse_timezone)
-                .or(DEFAULT_TIMEZONE),
+                .or(defaults.timezone),
         }
     }
 
     fn polling(&mut self, m: &MarkedMappingNode) -> PollingConfig {
         let p = "polling";
         self.check_keys(m, p, POLLING_KEYS);
+        let defaults = PollingConfig::default();
         // An upper bound keeps due-time arithmetic far from overflow.
-        let interval = self.value(
-            m,
-            "interval",
-            p,
-            duration_in(MIN_INTERVAL, Some(MAX_INTERVAL)),
-        );
+        let interval = self.value(m, "interval", p, duration_in(MIN_INTERVAL, MAX_INTERVAL));
         let active = self.value(
             m,
             "active_interval",
             p,
-            duration_in(MIN_INTERVAL, Some(MAX_INTERVAL)),
+            duration_in(MIN_INTERVAL, MAX_INTERVAL),
         );
-        let effective_interval = interval.resolved(DEFAULT_INTERVAL);
+        let effective_interval = interval.resolved(defaults.interval);
         if let (Field::Set(a, at), Some(i)) = (&active, effective_interval) {
             if *a > i {
                 self.report(
@@ -135,16 +125,20 @@ impl Decoder<'_> {
                 );
             }
         }
-        let interval = interval.or(DEFAULT_INTERVAL);
+        let interval = interval.or(defaults.interval);
         PollingConfig {
             interval,
             // A short `interval` alone must not trip the active_interval ≤ interval rule.
-            active_interval: active.or(DEFAULT_ACTIVE_INTERVAL.min(interval)),
+            active_interval: active.or(defaults.active_interval.min(interval)),
             concurrency: self
                 .value(m, "concurrency", p, integer_in(1usize, 1024))
-                .or(4),
-            requests_per_second: self.value(m, "requests_per_second", p, parse_rate).or(5.0),
-            max_retries: self.value(m, "max_retries", p, integer_in(0u32, 10)).or(3),
+                .or(defaults.concurrency),
+            requests_per_second: self
+                .value(m, "requests_per_second", p, parse_rate)
+                .or(defaults.requests_per_second),
+            max_retries: self
+                .value(m, "max_retries", p, integer_in(0u32, 10))
+                .or(defaults.max_retries),
         }
     }
 

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use marked_yaml::Node;
 
-use super::decoder::Decoder;
+use super::decoder::{Decoder, FileKind};
 use super::problem::ConfigError;
 use super::types::{Config, Target};
 
@@ -17,11 +17,11 @@ impl Config {
             source,
         })?;
         let env = |name: &str| std::env::var(name).ok();
-        let (config, literal_secret) = parse_config(&text, &shown, &env)?;
-        if literal_secret {
+        let parsed = parse_config(&text, &shown, &env)?;
+        if parsed.literal_secret {
             warn_if_readable_by_others(path);
         }
-        Ok(config)
+        Ok(parsed.config)
     }
 
     /// Validates config text; `file` only labels problems and `env` makes expansion testable.
@@ -30,7 +30,7 @@ impl Config {
         file: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        parse_config(text, file, env).map(|(config, _)| config)
+        parse_config(text, file, env).map(|parsed| parsed.config)
     }
 }
 
@@ -41,7 +41,7 @@ pub fn parse_targets(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<Target>, ConfigError> {
     let mut d = Decoder::new(file, env);
-    let targets = match d.load(text, true) {
+    let targets = match d.load(text, FileKind::Targets) {
         Some(root) => {
             let targets = d.targets(&root, "targets");
             d.dedupe(targets)
@@ -51,19 +51,28 @@ pub fn parse_targets(
     d.finish(targets)
 }
 
+/// A valid config, and whether its file holds a secret in clear.
+struct Parsed {
+    config: Config,
+    literal_secret: bool,
+}
+
 fn parse_config(
     text: &str,
     file: &str,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(Config, bool), ConfigError> {
+) -> Result<Parsed, ConfigError> {
     let mut d = Decoder::new(file, env);
-    let config = match d.load(text, false) {
+    let config = match d.load(text, FileKind::Config) {
         Some(Node::Mapping(root)) => d.config(&root),
         // The loader guarantees a mapping here; anything else was already reported.
         _ => Config::default(),
     };
     let literal_secret = d.literal_secret;
-    d.finish((config, literal_secret))
+    d.finish(Parsed {
+        config,
+        literal_secret,
+    })
 }
 
 #[cfg(unix)]

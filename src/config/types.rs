@@ -10,15 +10,15 @@ use secrecy::SecretString;
 
 use super::problem::Location;
 
-pub(super) const DEFAULT_REGION: &str = "cn-shanghai";
-pub(super) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_REGION: &str = "cn-shanghai";
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 // Evaluated at compile time, so a bad constant fails the build instead of panicking at run time.
-pub(super) const DEFAULT_TIMEZONE: FixedOffset = match FixedOffset::east_opt(8 * 3600) {
+const DEFAULT_TIMEZONE: FixedOffset = match FixedOffset::east_opt(8 * 3600) {
     Some(tz) => tz,
     None => panic!("invalid default timezone"),
 };
-pub(super) const DEFAULT_INTERVAL: Duration = Duration::from_secs(600);
-pub(super) const DEFAULT_ACTIVE_INTERVAL: Duration = Duration::from_secs(30);
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(600);
+const DEFAULT_ACTIVE_INTERVAL: Duration = Duration::from_secs(30);
 
 const MAINLAND_HOST: &str = "tds.cn-shanghai.aliyuncs.com";
 const INTERNATIONAL_HOST: &str = "tds.ap-southeast-1.aliyuncs.com";

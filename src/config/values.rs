@@ -69,22 +69,10 @@ pub(super) fn check_label_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// Wraps a parser so that an empty string means "not set", as for `${VAR}` set to "".
-pub(super) fn optional<T>(
-    parse: impl Fn(&str) -> Result<T, String>,
-) -> impl Fn(&str) -> Result<Option<T>, String> {
-    move |s| {
-        if s.is_empty() {
-            Ok(None)
-        } else {
-            parse(s).map(Some)
-        }
-    }
-}
-
+/// A duration from `min` to `max`, written as humantime reads it.
 pub(super) fn duration_in(
     min: Duration,
-    max: Option<Duration>,
+    max: Duration,
 ) -> impl Fn(&str) -> Result<Duration, String> {
     move |s| {
         let d = humantime::parse_duration(s)
@@ -92,7 +80,7 @@ pub(super) fn duration_in(
         let show = humantime::format_duration;
         if d < min {
             Err(format!("must be at least {}, got {s}", show(min)))
-        } else if let Some(max) = max.filter(|max| d > *max) {
+        } else if d > max {
             Err(format!("must be at most {}, got {s}", show(max)))
         } else {
             Ok(d)
@@ -245,7 +233,7 @@ pub(super) fn parse_ecs_role(s: &str) -> Result<(), String> {
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
         && !s.bytes().all(|b| b == b'.');
-    if ok || s.is_empty() {
+    if ok {
         Ok(())
     } else {
         Err(format!(
