@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::FixedOffset;
 
 use crate::clock::Clock;
-use crate::config::SasConfig;
+use crate::config::{Endpoint, SasConfig};
 use crate::credentials::{CredentialsError, CredentialsProvider};
 use crate::scan::{ScanResult, parse_response};
 use crate::signing::{self, RpcCall, SignatureVersion};
@@ -145,8 +145,8 @@ pub fn classify_code(code: &str, status: u16) -> ErrorClass {
 /// The client's settings, usually taken from the `sas` config section.
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
-    /// Base URL, e.g. `https://tds.cn-shanghai.aliyuncs.com`.
-    pub endpoint: String,
+    /// Where the API is, e.g. `https://tds.cn-shanghai.aliyuncs.com`.
+    pub endpoint: Endpoint,
     /// Signature algorithm.
     pub signature_version: SignatureVersion,
     /// Per-request timeout, covering connect, headers and body.
@@ -170,14 +170,6 @@ impl ClientOptions {
 /// Why a client could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientBuildError {
-    /// The endpoint is not a usable URL.
-    #[error("invalid endpoint {endpoint:?}: {reason}")]
-    Endpoint {
-        /// The endpoint as given.
-        endpoint: String,
-        /// What is wrong with it.
-        reason: String,
-    },
     /// The HTTP client could not be created (TLS setup).
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
@@ -195,31 +187,12 @@ pub struct SasClient {
 }
 
 impl SasClient {
-    /// Builds a client; plain `http://` is accepted only for loopback endpoints.
+    /// Builds a client; the endpoint was checked when it was parsed (plain `http://` only for
+    /// loopback hosts).
     pub fn new(
         options: ClientOptions,
         credentials: Arc<dyn CredentialsProvider>,
     ) -> Result<Self, ClientBuildError> {
-        let bad = |reason: &str| ClientBuildError::Endpoint {
-            endpoint: options.endpoint.clone(),
-            reason: reason.to_owned(),
-        };
-        let url = reqwest::Url::parse(&options.endpoint).map_err(|e| bad(&e.to_string()))?;
-        let host_name = url.host_str().ok_or_else(|| bad("it has no host"))?;
-        let loopback = is_loopback_host(host_name);
-        match url.scheme() {
-            "https" => {}
-            "http" if loopback => {}
-            "http" => return Err(bad("plain http is accepted only for loopback addresses")),
-            _ => return Err(bad("the scheme must be https")),
-        }
-        if url.path() != "/" || url.query().is_some() {
-            return Err(bad("it must not carry a path or a query"));
-        }
-        let host = match url.port() {
-            Some(port) => format!("{host_name}:{port}"),
-            None => host_name.to_owned(),
-        };
         let mut builder = reqwest::Client::builder()
             .timeout(options.timeout)
             .redirect(reqwest::redirect::Policy::none())
@@ -227,13 +200,13 @@ impl SasClient {
                 "sas-image-scan-exporter/",
                 env!("CARGO_PKG_VERSION")
             ));
-        if loopback {
+        if options.endpoint.is_loopback() {
             builder = builder.no_proxy();
         }
         Ok(SasClient {
             http: builder.build()?,
-            base_url: format!("{}://{host}/", url.scheme()),
-            host,
+            base_url: format!("{}/", options.endpoint),
+            host: options.endpoint.authority().to_owned(),
             options,
             credentials,
             clock: Clock::system(),

@@ -17,7 +17,8 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::config::{
-    Config, CredentialsConfig, Location, PollingConfig, SasConfig, SignatureVersion, Target,
+    Config, CredentialsConfig, Endpoint, Location, PollingConfig, SasConfig, SignatureVersion,
+    Target,
 };
 use crate::simulator::{
     Fault, FaultScope, SIM_ACCESS_KEY_ID, SIM_ACCESS_KEY_SECRET, Scenario, Simulator,
@@ -447,7 +448,13 @@ impl Demo {
             .collect();
         Config {
             sas: SasConfig {
-                endpoint: Some(self.simulator.url()),
+                // The simulator binds 127.0.0.1, where plain http is a valid endpoint.
+                endpoint: Some(
+                    self.simulator
+                        .url()
+                        .parse::<Endpoint>()
+                        .expect("the simulator listens on loopback http"),
+                ),
                 signature_version: SignatureVersion::V3,
                 timeout: Duration::from_secs(5),
                 timezone: DEMO_TIMEZONE,
@@ -802,7 +809,7 @@ mod tests {
         let started = std::time::Instant::now();
         let cfg = demo.config();
         assert_eq!(
-            cfg.sas.endpoint.as_deref(),
+            cfg.sas.endpoint.as_ref().map(Endpoint::as_str),
             Some(demo.simulator.url().as_str())
         );
         assert_eq!(cfg.targets.len(), 12);

@@ -96,8 +96,13 @@ impl World {
 
     fn overrides(&self) -> CredentialsConfig {
         CredentialsConfig {
-            sts_endpoint: Some(self.sts.url()),
-            metadata_endpoint: Some(self.metadata.url()),
+            sts_endpoint: Some(self.sts.url().parse().expect("STS simulator endpoint")),
+            metadata_endpoint: Some(
+                self.metadata
+                    .url()
+                    .parse()
+                    .expect("metadata simulator endpoint"),
+            ),
             ..CredentialsConfig::default()
         }
     }
@@ -116,7 +121,7 @@ impl World {
     async fn poll(&self, provider: &Arc<dyn CredentialsProvider>) -> Result<(), String> {
         let client = SasClient::new(
             ClientOptions {
-                endpoint: self.sas.url(),
+                endpoint: self.sas.url().parse().expect("simulator endpoint"),
                 signature_version: SignatureVersion::V3,
                 timeout: Duration::from_secs(5),
                 timezone: FixedOffset::east_opt(8 * 3600).expect("offset"),

@@ -8,7 +8,7 @@ use marked_yaml::{Node, Span};
 use secrecy::SecretString;
 
 use super::decoder::{Decoder, Field, entry, is_null, join, position};
-use super::endpoint::{parse_endpoint, parse_metadata_endpoint};
+use super::endpoint::{Endpoint, parse_endpoint, parse_metadata_endpoint};
 use super::types::{CredentialsConfig, OidcConfig};
 use super::values::{
     duration_in, parse_ecs_role, parse_policy, parse_provider_arn, parse_role_arn,
@@ -51,8 +51,8 @@ struct CredentialFields {
     duration: Field<Duration>,
     ecs: Field<EcsRole>,
     oidc: Field<OidcConfig>,
-    sts: Field<String>,
-    metadata: Field<String>,
+    sts: Field<Endpoint>,
+    metadata: Field<Endpoint>,
 }
 
 /// What `ecs_ram_role` asks for.

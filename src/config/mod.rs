@@ -20,6 +20,7 @@ mod problem;
 mod types;
 mod values;
 
+pub use endpoint::{Endpoint, EndpointError, PlainHttp};
 pub use load::parse_targets;
 pub use merge::{dedupe_targets, merge_targets};
 pub use problem::{ConfigError, Location, Problem};

@@ -8,6 +8,7 @@ use std::time::Duration;
 use chrono::FixedOffset;
 use secrecy::SecretString;
 
+use super::endpoint::Endpoint;
 use super::problem::Location;
 
 const DEFAULT_REGION: &str = "cn-shanghai";
@@ -45,8 +46,8 @@ pub struct Config {
 pub struct SasConfig {
     /// Region id; it selects the endpoint when no override is given.
     pub region: String,
-    /// Endpoint override, normalised to `scheme://host[:port]` without a trailing slash.
-    pub endpoint: Option<String>,
+    /// Endpoint override; https, or plain http to a loopback host.
+    pub endpoint: Option<Endpoint>,
     /// Request signing scheme.
     pub signature_version: SignatureVersion,
     /// Per HTTP request, so one hung call cannot stall a poll slot for ever.
@@ -117,10 +118,10 @@ pub struct CredentialsConfig {
     pub ecs_ram_role: Option<String>,
     /// AssumeRoleWithOIDC (RRSA on Kubernetes).
     pub oidc: Option<OidcConfig>,
-    /// STS endpoint override, normalised like `sas.endpoint`; the default chain uses it too.
-    pub sts_endpoint: Option<String>,
-    /// ECS metadata service override, normalised like `sas.endpoint`; the default chain uses it too.
-    pub metadata_endpoint: Option<String>,
+    /// STS endpoint override, checked like `sas.endpoint`; the default chain uses it too.
+    pub sts_endpoint: Option<Endpoint>,
+    /// ECS metadata service override, plain http allowed; the default chain uses it too.
+    pub metadata_endpoint: Option<Endpoint>,
 }
 
 /// The `credentials.oidc` mapping; every key is required.
@@ -215,11 +216,11 @@ fn credentials_source(c: Option<&CredentialsConfig>) -> String {
 }
 
 impl SasConfig {
-    /// Base URL of the API, without a trailing slash.
-    pub fn endpoint_url(&self) -> String {
+    /// The API endpoint: the override, else the public host of the region's site.
+    pub fn endpoint_url(&self) -> Endpoint {
         match &self.endpoint {
-            Some(url) => url.clone(),
-            None => format!("https://{}", endpoint_host_for_region(&self.region)),
+            Some(endpoint) => endpoint.clone(),
+            None => Endpoint::public_https(endpoint_host_for_region(&self.region)),
         }
     }
 }

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::clock::Clock;
-use crate::config::CredentialsConfig;
+use crate::config::{CredentialsConfig, Endpoint};
 
 pub mod ecs;
 pub mod profile;
@@ -248,11 +248,15 @@ impl<'a> Resolver<'a> {
         clock: Clock,
     ) -> Self {
         Resolver {
-            sts_endpoint: sts::sts_endpoint(cfg.and_then(|c| c.sts_endpoint.as_deref()), env),
+            sts_endpoint: sts::sts_endpoint(
+                cfg.and_then(|c| c.sts_endpoint.as_ref())
+                    .map(Endpoint::as_str),
+                env,
+            ),
             metadata_endpoint: cfg
-                .and_then(|c| c.metadata_endpoint.clone())
-                .filter(|m| !m.is_empty())
-                .unwrap_or_else(|| ecs::DEFAULT_METADATA_ENDPOINT.to_owned()),
+                .and_then(|c| c.metadata_endpoint.as_ref())
+                .map_or(ecs::DEFAULT_METADATA_ENDPOINT, Endpoint::as_str)
+                .to_owned(),
             env,
             clock,
         }
