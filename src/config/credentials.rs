@@ -55,6 +55,37 @@ struct CredentialFields {
     metadata: Field<Endpoint>,
 }
 
+/// A key that says where credentials come from; at most one may be given.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    StaticKeys,
+    Profile,
+    EcsRole,
+    Oidc,
+    AssumeRole,
+}
+
+impl Source {
+    /// The key that selects this source.
+    fn key(self) -> &'static str {
+        match self {
+            Source::StaticKeys => "access_key_id",
+            Source::Profile => "profile",
+            Source::EcsRole => "ecs_ram_role",
+            Source::Oidc => "oidc",
+            Source::AssumeRole => "ram_role_arn",
+        }
+    }
+
+    /// Whether both may be given: a role is assumed on top of static keys, not instead of them.
+    fn combines_with(self, other: Source) -> bool {
+        matches!(
+            (self, other),
+            (Source::StaticKeys, Source::AssumeRole) | (Source::AssumeRole, Source::StaticKeys)
+        )
+    }
+}
+
 /// What `ecs_ram_role` asks for.
 enum EcsRole {
     /// Ask the metadata service which role the instance has.
@@ -259,31 +290,29 @@ impl Decoder<'_> {
 
         // Sources in file order; each conflicting one is reported once, against the first it clashes with.
         let key_at = |name: &str| entry(m, name).map(|(k, _)| *k.span());
-        let mut sources: Vec<(&str, Span)> = [
-            ("access_key_id", f.id.given()),
-            ("profile", f.profile.given()),
-            ("ecs_ram_role", f.ecs.given()),
-            ("oidc", f.oidc.given()),
-            ("ram_role_arn", f.role_arn.given()),
+        let mut sources: Vec<(Source, Span)> = [
+            (Source::StaticKeys, f.id.given()),
+            (Source::Profile, f.profile.given()),
+            (Source::EcsRole, f.ecs.given()),
+            (Source::Oidc, f.oidc.given()),
+            (Source::AssumeRole, f.role_arn.given()),
         ]
         .into_iter()
         .filter(|(_, given)| *given)
-        .filter_map(|(name, _)| key_at(name).map(|at| (name, at)))
+        .filter_map(|(source, _)| key_at(source.key()).map(|at| (source, at)))
         .collect();
         sources.sort_by_key(|(_, at)| position(at));
         for (j, (later, at)) in sources.iter().enumerate() {
-            // ram_role_arn is a modifier of static keys, not a rival source.
-            let clash = sources[..j].iter().find(|(earlier, _)| {
-                !matches!(
-                    (*earlier, *later),
-                    ("access_key_id", "ram_role_arn") | ("ram_role_arn", "access_key_id")
-                )
-            });
+            let clash = sources[..j]
+                .iter()
+                .find(|(earlier, _)| !earlier.combines_with(*later));
             if let Some((earlier, _)) = clash {
                 self.report(
                     at,
                     format!(
-                        "credentials: ambiguous: both {earlier} and {later} are given; choose one source"
+                        "credentials: ambiguous: both {} and {} are given; choose one source",
+                        earlier.key(),
+                        later.key()
                     ),
                 );
             }

@@ -80,12 +80,14 @@ pub(super) fn position(span: &Span) -> (usize, usize) {
 pub(super) struct Decoder<'a> {
     file: &'a str,
     env: Env<'a>,
+    /// Everything found wrong so far.
     pub(super) problems: Vec<Problem>,
     /// Whether the file itself holds a secret, so its permissions matter.
     pub(super) literal_secret: bool,
 }
 
 impl<'a> Decoder<'a> {
+    /// A decoder for `file` (only used to label problems), expanding `${VAR}` with `env`.
     pub(super) fn new(file: &'a str, env: Env<'a>) -> Self {
         Decoder {
             file,

@@ -16,6 +16,7 @@ use super::values::{
     parse_signature_version, parse_timezone,
 };
 
+/// The sections a config file may have.
 pub(super) const TOP_KEYS: &[&str] = &[
     "sas",
     "credentials",

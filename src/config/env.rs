@@ -2,6 +2,7 @@
 
 use super::values::is_identifier;
 
+/// Looks a variable up; the process environment in production, a map in tests.
 pub(super) type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// Expands `${NAME}` from `env`; `$$` is a literal `$`, any other `$` stays as written.

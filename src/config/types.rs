@@ -68,6 +68,25 @@ impl Default for SasConfig {
     }
 }
 
+impl SasConfig {
+    /// The API endpoint: the override, else the public host of the region's site.
+    pub fn endpoint_url(&self) -> Endpoint {
+        match &self.endpoint {
+            Some(endpoint) => endpoint.clone(),
+            None => Endpoint::public_https(endpoint_host_for_region(&self.region)),
+        }
+    }
+}
+
+/// Security Center data lives per site, not per region, so only two public hosts exist.
+pub fn endpoint_host_for_region(region: &str) -> &'static str {
+    if region.starts_with("cn-") || region.contains("-finance-") || region.contains("-gov-") {
+        MAINLAND_HOST
+    } else {
+        INTERNATIONAL_HOST
+    }
+}
+
 /// Request signing scheme; V3 is what the official SDKs use today.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum SignatureVersion {
@@ -212,24 +231,5 @@ fn credentials_source(c: Option<&CredentialsConfig>) -> String {
         "oidc".to_owned()
     } else {
         "default chain".to_owned()
-    }
-}
-
-impl SasConfig {
-    /// The API endpoint: the override, else the public host of the region's site.
-    pub fn endpoint_url(&self) -> Endpoint {
-        match &self.endpoint {
-            Some(endpoint) => endpoint.clone(),
-            None => Endpoint::public_https(endpoint_host_for_region(&self.region)),
-        }
-    }
-}
-
-/// Security Center data lives per site, not per region, so only two public hosts exist.
-pub fn endpoint_host_for_region(region: &str) -> &'static str {
-    if region.starts_with("cn-") || region.contains("-finance-") || region.contains("-gov-") {
-        MAINLAND_HOST
-    } else {
-        INTERNATIONAL_HOST
     }
 }

@@ -44,12 +44,14 @@ pub fn normalize_digest(s: &str) -> Result<String, String> {
     }
 }
 
+/// `[A-Za-z_][A-Za-z0-9_]*`, the shape of both label and environment variable names.
 pub(super) fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// A label name Prometheus accepts and the exporter does not use itself.
 pub(super) fn check_label_name(name: &str) -> Result<(), String> {
     if !is_identifier(name) {
         Err(format!(
@@ -88,6 +90,7 @@ pub(super) fn duration_in(
     }
 }
 
+/// An integer from `min` to `max`.
 pub(super) fn integer_in<T>(min: T, max: T) -> impl Fn(&str) -> Result<T, String>
 where
     T: FromStr + PartialOrd + fmt::Display + Copy,
@@ -100,6 +103,7 @@ where
     }
 }
 
+/// A request rate per second.
 pub(super) fn parse_rate(s: &str) -> Result<f64, String> {
     // Below one request in ~17 minutes nothing useful happens; the bounds also keep the rate
     // limiter's arithmetic finite.
@@ -109,6 +113,7 @@ pub(super) fn parse_rate(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A region id: lower-case words and numbers joined by `-`, at least two parts.
 pub(super) fn parse_region(s: &str) -> Result<String, String> {
     let mut parts = s.split('-');
     let head_ok = parts
@@ -130,6 +135,7 @@ pub(super) fn parse_region(s: &str) -> Result<String, String> {
     }
 }
 
+/// `v1` or `v3`, in any case.
 pub(super) fn parse_signature_version(s: &str) -> Result<SignatureVersion, String> {
     if s.eq_ignore_ascii_case("v1") {
         Ok(SignatureVersion::V1)
@@ -140,6 +146,7 @@ pub(super) fn parse_signature_version(s: &str) -> Result<SignatureVersion, Strin
     }
 }
 
+/// A fixed UTC offset `+HH:MM` or `-HH:MM`, or `Z`/`UTC`.
 pub(super) fn parse_timezone(s: &str) -> Result<FixedOffset, String> {
     let fail = || format!("expected a UTC offset such as +08:00, -05:30, Z or UTC, got {s:?}");
     if s.eq_ignore_ascii_case("z") || s.eq_ignore_ascii_case("utc") {
@@ -164,6 +171,7 @@ pub(super) fn parse_timezone(s: &str) -> Result<FixedOffset, String> {
     }
 }
 
+/// A RAM role ARN.
 pub(super) fn parse_role_arn(s: &str) -> Result<String, String> {
     parse_arn(
         s,
@@ -172,6 +180,7 @@ pub(super) fn parse_role_arn(s: &str) -> Result<String, String> {
     )
 }
 
+/// A RAM OIDC provider ARN.
 pub(super) fn parse_provider_arn(s: &str) -> Result<String, String> {
     parse_arn(
         s,
