@@ -17,7 +17,8 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::config::{
-    Config, CredentialsConfig, Location, PollingConfig, SasConfig, SignatureVersion, Target,
+    Config, CredentialsConfig, Endpoint, Location, PollingConfig, SasConfig, SignatureVersion,
+    Target,
 };
 use crate::simulator::{
     Fault, FaultScope, SIM_ACCESS_KEY_ID, SIM_ACCESS_KEY_SECRET, Scenario, Simulator,
@@ -447,7 +448,13 @@ impl Demo {
             .collect();
         Config {
             sas: SasConfig {
-                endpoint: Some(self.simulator.url()),
+                // The simulator binds 127.0.0.1, where plain http is a valid endpoint.
+                endpoint: Some(
+                    self.simulator
+                        .url()
+                        .parse::<Endpoint>()
+                        .expect("the simulator listens on loopback http"),
+                ),
                 signature_version: SignatureVersion::V3,
                 timeout: Duration::from_secs(5),
                 timezone: DEMO_TIMEZONE,
@@ -476,7 +483,7 @@ impl Demo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aliyun::client::{ApiError, ClientOptions, SasClient};
+    use crate::aliyun::client::{ApiError, SasClient};
     use crate::aliyun::credentials;
     use crate::aliyun::scan::ScanStatus;
     use crate::config::{self, normalize_digest};
@@ -792,7 +799,7 @@ mod tests {
         )
         .await
         .expect("demo credentials");
-        SasClient::new(ClientOptions::from_config(&cfg.sas), creds).expect("client builds")
+        SasClient::new(cfg.sas.client_options(), creds).expect("client builds")
     }
 
     #[tokio::test]
@@ -802,7 +809,7 @@ mod tests {
         let started = std::time::Instant::now();
         let cfg = demo.config();
         assert_eq!(
-            cfg.sas.endpoint.as_deref(),
+            cfg.sas.endpoint.as_ref().map(Endpoint::as_str),
             Some(demo.simulator.url().as_str())
         );
         assert_eq!(cfg.targets.len(), 12);

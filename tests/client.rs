@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use chrono::FixedOffset;
 use sas_image_scan_exporter::clock::Clock;
+use sas_image_scan_exporter::config::{Endpoint, EndpointError};
 use sas_image_scan_exporter::signing::{self, SignatureVersion};
 use sas_image_scan_exporter::simulator::{
     DigestReply, Fault, FaultAction, FaultScope, SIM_ACCESS_KEY_ID, SIM_ACCESS_KEY_SECRET,
@@ -31,7 +32,7 @@ fn client_with(
 ) -> SasClient {
     SasClient::new(
         ClientOptions {
-            endpoint: sim.url(),
+            endpoint: sim.url().parse().expect("simulator endpoint"),
             signature_version: version,
             timeout,
             timezone: zone8(),
@@ -673,10 +674,12 @@ async fn wrong_method_and_missing_parameters() {
 
 #[tokio::test]
 async fn client_rejects_unsafe_endpoints() {
-    let mk = |endpoint: &str| {
+    // The endpoint is checked when it is parsed, so an unsafe one cannot reach the client.
+    let mk = |endpoint: &str| -> Result<(), String> {
+        let endpoint: Endpoint = endpoint.parse().map_err(|e: EndpointError| e.to_string())?;
         SasClient::new(
             ClientOptions {
-                endpoint: endpoint.into(),
+                endpoint,
                 signature_version: SignatureVersion::V3,
                 timeout: Duration::from_secs(1),
                 timezone: zone8(),
@@ -689,17 +692,23 @@ async fn client_rejects_unsafe_endpoints() {
     assert_eq!(mk("https://tds.cn-shanghai.aliyuncs.com"), Ok(()));
     assert_eq!(mk("http://127.0.0.1:8080"), Ok(()));
     assert_eq!(mk("http://[::1]:8080/"), Ok(()));
+    let expected =
+        "expected an absolute URL https://host[:port] (http:// only for a loopback host), got";
     assert_eq!(
         mk("http://tds.cn-shanghai.aliyuncs.com"),
-        Err("invalid endpoint \"http://tds.cn-shanghai.aliyuncs.com\": plain http is accepted only for loopback addresses".into())
+        Err(format!(
+            "{expected} \"http://tds.cn-shanghai.aliyuncs.com\": plain http to a host that is not loopback (127.0.0.0/8, ::1, localhost)"
+        ))
     );
     assert_eq!(
         mk("ftp://x"),
-        Err("invalid endpoint \"ftp://x\": the scheme must be https".into())
+        Err(format!("{expected} \"ftp://x\": unsupported scheme"))
     );
     assert_eq!(
         mk("https://x/path"),
-        Err("invalid endpoint \"https://x/path\": it must not carry a path or a query".into())
+        Err(format!(
+            "{expected} \"https://x/path\": a path, query or fragment is not allowed"
+        ))
     );
 }
 

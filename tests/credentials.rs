@@ -96,8 +96,13 @@ impl World {
 
     fn overrides(&self) -> CredentialsConfig {
         CredentialsConfig {
-            sts_endpoint: Some(self.sts.url()),
-            metadata_endpoint: Some(self.metadata.url()),
+            sts_endpoint: Some(self.sts.url().parse().expect("STS simulator endpoint")),
+            metadata_endpoint: Some(
+                self.metadata
+                    .url()
+                    .parse()
+                    .expect("metadata simulator endpoint"),
+            ),
             ..CredentialsConfig::default()
         }
     }
@@ -116,7 +121,7 @@ impl World {
     async fn poll(&self, provider: &Arc<dyn CredentialsProvider>) -> Result<(), String> {
         let client = SasClient::new(
             ClientOptions {
-                endpoint: self.sas.url(),
+                endpoint: self.sas.url().parse().expect("simulator endpoint"),
                 signature_version: SignatureVersion::V3,
                 timeout: Duration::from_secs(5),
                 timezone: FixedOffset::east_opt(8 * 3600).expect("offset"),
@@ -264,16 +269,18 @@ async fn oidc_rereads_the_token_file_at_every_refresh() {
         .access_key_id
         .clone();
     assert_eq!(before, w.sts.issued()[0].id);
-    wait_for_issued(&w.sts, 2).await;
+    wait_for_refreshes(&*p, 2).await;
     let after = p.credentials().await.expect("refreshed");
     assert_eq!(after.access_key_id, w.sts.issued()[1].id);
     assert_eq!(w.sts.requests()[1].params["OIDCToken"], "token-two");
     w.poll(&p).await.expect("the refreshed credentials work");
 }
 
-async fn wait_for_issued(sts: &StsSimulator, n: usize) {
+/// Waits until the provider has stored its `n`th set of credentials; the simulator counts an
+/// issue when it answers, a moment before the provider has read the answer.
+async fn wait_for_refreshes(p: &dyn CredentialsProvider, n: u64) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while sts.issued().len() < n {
+    while p.status().refreshes < n {
         assert!(std::time::Instant::now() < deadline, "no refresh happened");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -548,7 +555,7 @@ async fn refresh_before_expiry_and_a_failed_refresh_keeps_the_old_credentials() 
     // After the backoff, the refresh succeeds and the new credentials are used.
     w.offset.store(50 * 60 + 5, Relaxed);
     w.poll(&p).await.expect("still fine");
-    wait_for_issued(&w.sts, 2).await;
+    wait_for_refreshes(&*p, 2).await;
     let fresh = p.credentials().await.expect("fresh");
     assert_eq!(fresh.access_key_id, w.sts.issued()[1].id);
     w.poll(&p).await.expect("refreshed credentials accepted");

@@ -63,7 +63,7 @@ async fn signatures_verify_with_the_sdk_algorithm() {
     for version in [SignatureVersion::V3, SignatureVersion::V1] {
         let client = SasClient::new(
             ClientOptions {
-                endpoint: sim.url(),
+                endpoint: sim.url().parse().expect("simulator endpoint"),
                 signature_version: version,
                 timeout: Duration::from_secs(5),
                 timezone: FixedOffset::east_opt(8 * 3600).expect("offset"),

@@ -10,14 +10,13 @@ use std::time::Duration;
 use chrono::FixedOffset;
 
 use crate::aliyun::credentials::{CredentialsError, CredentialsProvider};
+use crate::aliyun::endpoint::Endpoint;
 use crate::aliyun::scan::{ScanResult, parse_response};
 use crate::aliyun::signing::{self, RpcCall, SignatureVersion};
 use crate::aliyun::transport::{
-    self, CappedReadError, ErrorBody, MAX_BODY_BYTES, error_chain, is_loopback_host,
-    read_body_capped,
+    self, CappedReadError, ErrorBody, MAX_BODY_BYTES, error_chain, read_body_capped,
 };
 use crate::clock::Clock;
-use crate::config::SasConfig;
 
 /// The operation this exporter calls.
 pub const ACTION: &str = "DescribeImageLatestScanTask";
@@ -146,8 +145,8 @@ pub fn classify_code(code: &str, status: u16) -> ErrorClass {
 /// The client's settings, usually taken from the `sas` config section.
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
-    /// Base URL, e.g. `https://tds.cn-shanghai.aliyuncs.com`.
-    pub endpoint: String,
+    /// Where the API is, e.g. `https://tds.cn-shanghai.aliyuncs.com`.
+    pub endpoint: Endpoint,
     /// Signature algorithm.
     pub signature_version: SignatureVersion,
     /// Per-request timeout, covering connect, headers and body.
@@ -156,29 +155,9 @@ pub struct ClientOptions {
     pub timezone: FixedOffset,
 }
 
-impl ClientOptions {
-    /// Options from the `sas` section of the config.
-    pub fn from_config(sas: &SasConfig) -> Self {
-        ClientOptions {
-            endpoint: sas.endpoint_url(),
-            signature_version: sas.signature_version,
-            timeout: sas.timeout,
-            timezone: sas.timezone,
-        }
-    }
-}
-
 /// Why a client could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientBuildError {
-    /// The endpoint is not a usable URL.
-    #[error("invalid endpoint {endpoint:?}: {reason}")]
-    Endpoint {
-        /// The endpoint as given.
-        endpoint: String,
-        /// What is wrong with it.
-        reason: String,
-    },
     /// The HTTP client could not be created (TLS setup).
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
@@ -196,35 +175,17 @@ pub struct SasClient {
 }
 
 impl SasClient {
-    /// Builds a client; plain `http://` is accepted only for loopback endpoints.
+    /// Builds a client; the endpoint was checked when it was parsed (plain `http://` only for
+    /// loopback hosts).
     pub fn new(
         options: ClientOptions,
         credentials: Arc<dyn CredentialsProvider>,
     ) -> Result<Self, ClientBuildError> {
-        let bad = |reason: &str| ClientBuildError::Endpoint {
-            endpoint: options.endpoint.clone(),
-            reason: reason.to_owned(),
-        };
-        let url = reqwest::Url::parse(&options.endpoint).map_err(|e| bad(&e.to_string()))?;
-        let host_name = url.host_str().ok_or_else(|| bad("it has no host"))?;
-        let loopback = is_loopback_host(host_name);
-        match url.scheme() {
-            "https" => {}
-            "http" if loopback => {}
-            "http" => return Err(bad("plain http is accepted only for loopback addresses")),
-            _ => return Err(bad("the scheme must be https")),
-        }
-        if url.path() != "/" || url.query().is_some() {
-            return Err(bad("it must not carry a path or a query"));
-        }
-        let host = match url.port() {
-            Some(port) => format!("{host_name}:{port}"),
-            None => host_name.to_owned(),
-        };
         Ok(SasClient {
-            http: transport::http_client(options.timeout, loopback).build()?,
-            base_url: format!("{}://{host}/", url.scheme()),
-            host,
+            http: transport::http_client(options.timeout, options.endpoint.is_loopback())
+                .build()?,
+            base_url: format!("{}/", options.endpoint),
+            host: options.endpoint.authority().to_owned(),
             options,
             credentials,
             clock: Clock::system(),
@@ -341,6 +302,7 @@ fn error_from_body(status: u16, body: &[u8], retry_after: Option<Duration>) -> A
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aliyun::transport::is_loopback_host;
 
     #[test]
     fn classification_follows_the_table() {

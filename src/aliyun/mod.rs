@@ -4,6 +4,7 @@
 
 pub(crate) mod client;
 pub(crate) mod credentials;
+pub(crate) mod endpoint;
 pub(crate) mod scan;
 pub(crate) mod signing;
 pub(crate) mod transport;

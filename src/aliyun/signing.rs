@@ -14,7 +14,24 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest as _, Sha256};
 
-pub use crate::config::SignatureVersion;
+/// Request signing scheme; V3 is what the official SDKs use today.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SignatureVersion {
+    /// HMAC-SHA1 query signing, for gateways that still expect it.
+    V1,
+    /// ACS3-HMAC-SHA256 header signing.
+    #[default]
+    V3,
+}
+
+impl fmt::Display for SignatureVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SignatureVersion::V1 => "v1",
+            SignatureVersion::V3 => "v3",
+        })
+    }
+}
 
 /// SHA-256 of an empty body, sent as `x-acs-content-sha256` on every bodiless V3 request.
 pub const EMPTY_BODY_SHA256: &str =

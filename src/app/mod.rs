@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::aliyun::client::{ClientBuildError, ClientOptions, SasClient};
+use crate::aliyun::client::{ClientBuildError, SasClient};
 use crate::aliyun::credentials::{self, CredentialsError, ProviderHandle};
 use crate::config::Config;
 use crate::exposition::encode::Exposition;
@@ -89,11 +89,8 @@ impl Exporter {
         )
         .await?;
         tracing::info!(provider = provider.name(), "credentials provider selected");
-        let client = SasClient::new(
-            ClientOptions::from_config(&config.sas),
-            Arc::clone(&provider),
-        )?
-        .with_clock(options.clock.clone());
+        let client = SasClient::new(config.sas.client_options(), Arc::clone(&provider))?
+            .with_clock(options.clock.clone());
         let addrs = listeners
             .iter()
             .map(TcpListener::local_addr)

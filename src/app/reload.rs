@@ -9,7 +9,7 @@ use std::time::Duration;
 use parking_lot::{Mutex, MutexGuard};
 use secrecy::ExposeSecret;
 
-use crate::aliyun::client::{ClientBuildError, ClientOptions, SasClient};
+use crate::aliyun::client::{ClientBuildError, SasClient};
 use crate::aliyun::credentials::{self, CredentialsError, ProviderHandle};
 use crate::app::options::Options;
 use crate::config::{Config, ConfigError, CredentialsConfig};
@@ -196,7 +196,7 @@ impl Reloader {
             } else {
                 Arc::clone(old_client.credentials_provider())
             };
-            SasClient::new(ClientOptions::from_config(&config.sas), provider)?
+            SasClient::new(config.sas.client_options(), provider)?
                 .with_clock(self.options.clock.clone())
         } else {
             old_client

@@ -39,7 +39,7 @@ pub fn target(d: &str, team: &str) -> Target {
 pub fn config(sim: &Simulator, targets: Vec<Target>, polling: PollingConfig) -> Config {
     Config {
         sas: SasConfig {
-            endpoint: Some(sim.url()),
+            endpoint: Some(sim.url().parse().expect("simulator endpoint")),
             signature_version: SignatureVersion::V3,
             timeout: Duration::from_secs(2),
             timezone: FixedOffset::east_opt(8 * 3600).expect("offset"),

@@ -15,9 +15,10 @@ use super::provider::{
 use super::refresh::{Fetcher, RefreshingProvider};
 use super::source::{Source, default_session_name};
 use super::sts::{self, AssumeRoleFetcher, OidcFetcher, RoleParams, StsClient};
+use crate::aliyun::credentials::settings::CredentialsConfig;
+use crate::aliyun::endpoint::Endpoint;
 use crate::aliyun::signing::Credentials;
 use crate::clock::Clock;
-use crate::config::CredentialsConfig;
 
 fn is_true(v: Option<String>) -> bool {
     v.is_some_and(|v| v.eq_ignore_ascii_case("true"))
@@ -39,11 +40,15 @@ impl<'a> Resolver<'a> {
         clock: Clock,
     ) -> Self {
         Resolver {
-            sts_endpoint: sts::sts_endpoint(cfg.and_then(|c| c.sts_endpoint.as_deref()), env),
+            sts_endpoint: sts::sts_endpoint(
+                cfg.and_then(|c| c.sts_endpoint.as_ref())
+                    .map(Endpoint::as_str),
+                env,
+            ),
             metadata_endpoint: cfg
-                .and_then(|c| c.metadata_endpoint.clone())
-                .filter(|m| !m.is_empty())
-                .unwrap_or_else(|| ecs::DEFAULT_METADATA_ENDPOINT.to_owned()),
+                .and_then(|c| c.metadata_endpoint.as_ref())
+                .map_or(ecs::DEFAULT_METADATA_ENDPOINT, Endpoint::as_str)
+                .to_owned(),
             env,
             clock,
         }

@@ -7,6 +7,7 @@ pub(crate) mod ecs;
 pub(crate) mod profile;
 pub(crate) mod provider;
 pub(crate) mod refresh;
+pub(crate) mod settings;
 pub(crate) mod source;
 pub(crate) mod sts;
 
@@ -15,4 +16,5 @@ pub use chain::{Resolver, provider_from_config};
 pub use provider::{
     CredentialsError, CredentialsProvider, ProviderHandle, ProviderStatus, StaticProvider,
 };
+pub use settings::{CredentialsConfig, OidcConfig};
 pub use source::Source;

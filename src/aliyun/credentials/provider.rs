@@ -158,8 +158,8 @@ pub fn read_secret_file(path: &Path) -> Result<String, CredentialsError> {
 mod tests {
     use super::*;
     use crate::aliyun::credentials::chain::provider_from_config;
+    use crate::aliyun::credentials::settings::CredentialsConfig;
     use crate::clock::Clock;
-    use crate::config::CredentialsConfig;
     use secrecy::ExposeSecret;
 
     fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {

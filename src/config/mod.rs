@@ -1,0 +1,31 @@
+//! The YAML configuration file.
+//!
+//! The file is walked as a marked node tree rather than deserialised with serde, because serde
+//! stops at the first error while an operator running `--config.check` wants every problem, each
+//! with its file, line and column, in one go.
+//!
+//! `types` is what a valid file becomes and `load` the entry points. The walk is split into the
+//! node reader with its located problems (`decoder`), the document's sections (`document`) and
+//! the `credentials` section with its cross-field rules (`credentials`). Single values are checked
+//! by `values` and `${VAR}` expansion lives in `env`; endpoint overrides are parsed into the API
+//! layer's `Endpoint`.
+
+mod credentials;
+mod decoder;
+mod document;
+mod env;
+mod load;
+mod merge;
+mod problem;
+mod types;
+mod values;
+
+pub use crate::aliyun::endpoint::{Endpoint, EndpointError, PlainHttp};
+pub use load::parse_targets;
+pub use merge::{dedupe_targets, merge_targets};
+pub use problem::{ConfigError, Location, Problem};
+pub use types::{
+    Config, CredentialsConfig, OidcConfig, PollingConfig, SasConfig, SignatureVersion, Target,
+    endpoint_host_for_region,
+};
+pub use values::{RESERVED_LABELS, normalize_digest};

@@ -1,0 +1,181 @@
+//! What a valid configuration becomes.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::FixedOffset;
+
+use super::problem::Location;
+use crate::aliyun::client::ClientOptions;
+pub use crate::aliyun::credentials::{CredentialsConfig, OidcConfig};
+use crate::aliyun::endpoint::Endpoint;
+pub use crate::aliyun::signing::SignatureVersion;
+
+const DEFAULT_REGION: &str = "cn-shanghai";
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+// Evaluated at compile time, so a bad constant fails the build instead of panicking at run time.
+const DEFAULT_TIMEZONE: FixedOffset = match FixedOffset::east_opt(8 * 3600) {
+    Some(tz) => tz,
+    None => panic!("invalid default timezone"),
+};
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(600);
+const DEFAULT_ACTIVE_INTERVAL: Duration = Duration::from_secs(30);
+
+const MAINLAND_HOST: &str = "tds.cn-shanghai.aliyuncs.com";
+const INTERNATIONAL_HOST: &str = "tds.ap-southeast-1.aliyuncs.com";
+
+/// The whole validated configuration; built only through [`Config::parse`] or [`Config::load`].
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    /// How to reach the Security Center API.
+    pub sas: SasConfig,
+    /// Explicit credentials; `None` means the Alibaba Cloud default credential chain.
+    pub credentials: Option<CredentialsConfig>,
+    /// Refresh schedule and request limits.
+    pub polling: PollingConfig,
+    /// Digests listed inline, de-duplicated, in file order.
+    pub targets: Vec<Target>,
+    /// Globs of extra target files, kept as written so a reload re-expands them.
+    pub target_files: Vec<String>,
+    /// Where results survive restarts; `None` disables persistence.
+    pub state_file: Option<PathBuf>,
+}
+
+/// The `sas` section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SasConfig {
+    /// Region id; it selects the endpoint when no override is given.
+    pub region: String,
+    /// Endpoint override; https, or plain http to a loopback host.
+    pub endpoint: Option<Endpoint>,
+    /// Request signing scheme.
+    pub signature_version: SignatureVersion,
+    /// Per HTTP request, so one hung call cannot stall a poll slot for ever.
+    pub timeout: Duration,
+    /// The API's `Modified` strings carry no offset, so it has to be configured.
+    pub timezone: FixedOffset,
+}
+
+impl Default for SasConfig {
+    fn default() -> Self {
+        SasConfig {
+            region: DEFAULT_REGION.to_owned(),
+            endpoint: None,
+            signature_version: SignatureVersion::default(),
+            timeout: DEFAULT_TIMEOUT,
+            timezone: DEFAULT_TIMEZONE,
+        }
+    }
+}
+
+impl SasConfig {
+    /// The API endpoint: the override, else the public host of the region's site.
+    pub fn endpoint_url(&self) -> Endpoint {
+        match &self.endpoint {
+            Some(endpoint) => endpoint.clone(),
+            None => Endpoint::public_https(endpoint_host_for_region(&self.region)),
+        }
+    }
+}
+
+/// Security Center data lives per site, not per region, so only two public hosts exist.
+pub fn endpoint_host_for_region(region: &str) -> &'static str {
+    if region.starts_with("cn-") || region.contains("-finance-") || region.contains("-gov-") {
+        MAINLAND_HOST
+    } else {
+        INTERNATIONAL_HOST
+    }
+}
+
+/// The `polling` section.
+#[derive(Clone, Debug)]
+pub struct PollingConfig {
+    /// Refresh period of a digest whose latest scan has ended or that has none.
+    pub interval: Duration,
+    /// Faster refresh period while a scan runs, so state changes show up promptly.
+    pub active_interval: Duration,
+    /// API requests in flight at most.
+    pub concurrency: usize,
+    /// Token-bucket rate over all API requests, retries included.
+    pub requests_per_second: f64,
+    /// Retries for retryable errors only.
+    pub max_retries: u32,
+}
+
+impl Default for PollingConfig {
+    fn default() -> Self {
+        PollingConfig {
+            interval: DEFAULT_INTERVAL,
+            active_interval: DEFAULT_ACTIVE_INTERVAL,
+            concurrency: 4,
+            requests_per_second: 5.0,
+            max_retries: 3,
+        }
+    }
+}
+
+/// One image digest to watch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// Lower-case bare hex, the one form used in labels and API calls.
+    pub digest: String,
+    /// Extra labels put on every series of this digest.
+    pub labels: BTreeMap<String, String>,
+    /// Where the digest was written, to point at duplicates across files.
+    pub location: Location,
+}
+
+impl Config {
+    /// One line for `--config.check`, so an operator sees what the exporter understood.
+    pub fn summary(&self) -> String {
+        let n = self.targets.len();
+        format!(
+            "config OK: {n} target{}, region {} ({}), signature {}, interval {}, active_interval {}, {} requests/s, credentials {}",
+            if n == 1 { "" } else { "s" },
+            self.sas.region,
+            self.sas.endpoint_url(),
+            self.sas.signature_version,
+            humantime::format_duration(self.polling.interval),
+            humantime::format_duration(self.polling.active_interval),
+            self.polling.requests_per_second,
+            credentials_source(self.credentials.as_ref()),
+        )
+    }
+}
+
+/// How the summary names the configured credentials source.
+fn credentials_source(c: Option<&CredentialsConfig>) -> String {
+    let Some(c) = c else {
+        return "default chain".to_owned();
+    };
+    if let Some(arn) = &c.ram_role_arn {
+        format!("ram role {arn}")
+    } else if c.access_key_id.is_some() {
+        "static".to_owned()
+    } else if let Some(profile) = &c.profile {
+        format!("profile {profile}")
+    } else if let Some(role) = &c.ecs_ram_role {
+        if role.is_empty() {
+            "ecs role (discovered)".to_owned()
+        } else {
+            format!("ecs role {role}")
+        }
+    } else if c.oidc.is_some() {
+        "oidc".to_owned()
+    } else {
+        "default chain".to_owned()
+    }
+}
+
+impl SasConfig {
+    /// The client settings this section asks for.
+    pub fn client_options(&self) -> ClientOptions {
+        ClientOptions {
+            endpoint: self.endpoint_url(),
+            signature_version: self.signature_version,
+            timeout: self.timeout,
+            timezone: self.timezone,
+        }
+    }
+}
