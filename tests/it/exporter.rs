@@ -1,7 +1,7 @@
 //! The whole exporter against the simulator over loopback HTTP: real polling, real scrapes, exact
 //! values.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

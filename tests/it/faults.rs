@@ -13,7 +13,7 @@
 //! Intervals are 1 s, `max_retries` 1 and `sas.timeout` 500 ms so that the cases are quick; the
 //! cases of one test run concurrently.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -7,7 +7,7 @@
 //! under CI=true, where it fails. `require_tool` covers the tools that answer `--version`; the
 //! script applies the same rule to the rest (kubectl with kustomize v4+, a python with PyYAML).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
