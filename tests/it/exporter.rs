@@ -30,7 +30,7 @@ fn labels(d: &str, team: &str) -> String {
     format!("digest=\"{d}\",image=\"registry.example.com/app:{team}\",team=\"{team}\"")
 }
 
-/// The SPEC's nine states, written out here rather than taken from the library under test.
+/// The nine scan states, written out here rather than taken from the library under test.
 const STATES: [&str; 9] = [
     "NONE",
     "START",

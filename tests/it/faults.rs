@@ -1,5 +1,5 @@
-//! The fault matrix (issue 5, "Prove it"): every fault the network or the API can produce, each
-//! against its own exporter and simulator, with exact assertions:
+//! The fault matrix: every fault the network or the API can produce, each against its own exporter
+//! and simulator, with exact assertions:
 //!
 //! - the exporter keeps answering scrapes (every scrape below must be a 200);
 //! - the digest's last good values stay exactly as they were (every scan series but `up`), through
