@@ -313,7 +313,11 @@ async fn run_case(case: Case) -> Report {
     let sent = (rig.requests() - requests_before) as f64;
     assert!(
         counted >= (2 * case.attempts) as f64 && counted <= sent,
-        "{name}: {counted} errors counted for {sent} faulty requests"
+        "{name}: {counted} errors counted for {sent} faulty requests (all codes: {:?})",
+        still
+            .iter()
+            .filter(|(k, _)| k.starts_with(ERRORS))
+            .collect::<Vec<_>>()
     );
 
     rig.sim.clear_faults();
