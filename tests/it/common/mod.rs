@@ -163,6 +163,45 @@ pub fn require_tool(tool: &str) -> bool {
     found
 }
 
+/// Set in a child process of the test binary to the one test it runs (see `alone_in_process`).
+const ALONE: &str = "SAS_TEST_ALONE";
+
+/// Whether to run the rest of test `name` (a function of module `module`, as `module_path!()`
+/// gives it) here. All the tests share one process, so a test that measures the process itself
+/// (its resident memory) would measure the others too: the first call runs that one test in a
+/// fresh process of this same binary and returns false once it passed (panics if it failed); in
+/// that child, where no other test runs, it returns true.
+pub fn alone_in_process(module: &str, name: &str) -> bool {
+    // The test's name as the harness knows it: its path without the crate's name.
+    let test = match module.split_once("::") {
+        Some((_crate, path)) => format!("{path}::{name}"),
+        None => name.to_owned(),
+    };
+    if std::env::var(ALONE).as_deref() == Ok(test.as_str()) {
+        return true;
+    }
+    let exe = std::env::current_exe().expect("the test binary");
+    let out = std::process::Command::new(exe)
+        .args([&test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(ALONE, &test)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run the test binary again");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // Indented, so that the child's `test result:` line is not taken for this run's.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for line in stdout.lines().chain(stderr.lines()) {
+        eprintln!("    {line}");
+    }
+    assert!(out.status.success(), "{test} failed in its own process");
+    // A filter that matches nothing also succeeds: make sure the test did run.
+    assert!(
+        stdout.contains("test result: ok. 1 passed"),
+        "{test} did not run in its own process"
+    );
+    false
+}
+
 /// Runs `promtool check metrics` on an exposition and returns what it printed (empty = clean).
 pub fn promtool_check(body: &str) -> String {
     use std::io::Write as _;

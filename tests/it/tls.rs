@@ -1,7 +1,7 @@
 //! `--web.config.file` over real TLS: client certificates, basic auth, headers, and certificate
 //! rotation without a restart. Certificates and keys are generated here, never committed.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -1,13 +1,13 @@
-//! The container image and the Kubernetes manifests (issue 7, "Prove it: Lint"): the linters of
-//! scripts/lint-deploy.sh, one test per step, plus checks that need only the exporter itself (the
-//! deploy configs pass `--config.check`, the placeholder credentials file parses, the Docker build
-//! context holds every file the build reads).
+//! The container image and the Kubernetes manifests: the linters of scripts/lint-deploy.sh, one
+//! test per step, plus checks that need only the exporter itself (the deploy configs pass
+//! `--config.check`, the placeholder credentials file parses, the Docker build context holds every
+//! file the build reads).
 //!
 //! Outside tools follow the project's rule: missing, a test prints a notice and passes, except
 //! under CI=true, where it fails. `require_tool` covers the tools that answer `--version`; the
 //! script applies the same rule to the rest (kubectl with kustomize v4+, a python with PyYAML).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

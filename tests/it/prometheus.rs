@@ -9,7 +9,7 @@
 //! kept as they ship: the simulator's tasks are dated relative to now (a scan started 3h ago, one
 //! finished 8 days ago) so that they cross them.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! Operations: reload, target files, the state file, sharding, restarts and shutdown, against the
 //! simulator over loopback HTTP.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! The whole exporter against the simulator over loopback HTTP: real polling, real scrapes, exact
 //! values.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -30,7 +30,7 @@ fn labels(d: &str, team: &str) -> String {
     format!("digest=\"{d}\",image=\"registry.example.com/app:{team}\",team=\"{team}\"")
 }
 
-/// The SPEC's nine states, written out here rather than taken from the library under test.
+/// The nine scan states, written out here rather than taken from the library under test.
 const STATES: [&str; 9] = [
     "NONE",
     "START",

@@ -1,4 +1,4 @@
-//! The config contract (SPEC section 3), exercised through the public API only.
+//! The configuration rules, exercised through the public API only.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -120,8 +120,8 @@ fn empty_and_comment_only_files_give_all_defaults() {
     assert_defaults(&Config::default());
 }
 
-const SPEC_EXAMPLE: &str = r#"sas:
-  region: cn-hangzhou            # picks the endpoint (ALIBABA-API.md, Endpoints); default cn-shanghai
+const FULL_EXAMPLE: &str = r#"sas:
+  region: cn-hangzhou            # picks the endpoint; default cn-shanghai
   endpoint: ""                   # full URL override, e.g. https://tds.ap-southeast-1.aliyuncs.com
                                  # plain http:// is accepted only for loopback addresses
   signature_version: v3          # v3 (ACS3-HMAC-SHA256, default, as the official SDKs) or v1 (HMAC-SHA1)
@@ -132,14 +132,14 @@ credentials:                     # optional; when absent the Alibaba Cloud defau
   access_key_id: ${ALIBABA_CLOUD_ACCESS_KEY_ID}
   access_key_secret_file: /run/secrets/sas_secret   # or access_key_secret (discouraged)
   security_token: ""             # STS token, optional
-  # later: profile, ram_role_arn, ecs_ram_role, oidc ... (see the credentials issue)
+  # also possible: profile, ram_role_arn, ecs_ram_role, oidc ...
 
 polling:
   interval: 10m                  # refresh period of a digest whose latest scan has ended (or has none)
   active_interval: 30s           # refresh period while its scan is running
   concurrency: 4                 # API requests in flight at most
   requests_per_second: 5         # token bucket over all API requests, retries included
-  max_retries: 3                 # for retryable errors only (section 5.3)
+  max_retries: 3                 # for retryable errors only
 
 targets:                         # the digests to watch
   - digest: 8f0fbdb41d3d1ade4ffdf21558443f4c03342010563bb8c43ccc09594d50abcd
@@ -147,13 +147,13 @@ targets:                         # the digests to watch
   - digest: sha256:0b0c9f4e6a1d2c3b4a5f6e7d8c9b0a1f2e3d4c5b6a7f8e9d0c1b2a3f4e5d6c7b       # "sha256:" prefix accepted and stripped
 
 target_files: ["targets.d/*.yml"]  # optional globs; each file holds a YAML list shaped like `targets`
-state_file: ""                   # optional; see section 6.2
+state_file: ""                   # optional; keeps the last values across restarts
 "#;
 
 #[test]
-fn spec_example_parses_to_exact_values() {
+fn full_example_parses_to_exact_values() {
     let c = parse_with(
-        SPEC_EXAMPLE,
+        FULL_EXAMPLE,
         &env_of(&[("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAI5tExampleId")]),
     );
     assert_eq!(c.sas.region, "cn-hangzhou");
@@ -206,7 +206,7 @@ fn spec_example_parses_to_exact_values() {
 #[test]
 fn summary_is_one_exact_line() {
     let c = parse_with(
-        SPEC_EXAMPLE,
+        FULL_EXAMPLE,
         &env_of(&[("ALIBABA_CLOUD_ACCESS_KEY_ID", "id")]),
     );
     assert_eq!(

@@ -1,8 +1,6 @@
 //! Every credential provider end to end: simulated STS and ECS metadata servers on loopback issue
 //! temporary credentials, and the Security Center simulator accepts requests signed with them.
 
-mod common;
-
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;

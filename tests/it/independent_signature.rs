@@ -4,7 +4,7 @@
 //! Needs `python3`. Without it the test prints a notice and passes, except under `CI=true`, where a
 //! missing tool fails the run so nothing silently stops being tested.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::process::{Command, Stdio};

@@ -1,6 +1,6 @@
 //! The binary as users run it: flags, exit codes, `--config.check`, `--demo`, SIGTERM.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};

@@ -2,7 +2,7 @@
 //! exporter running in-process against the demo's simulator, takes a screenshot, dumps the rendered
 //! DOM, and runs the inline sorting script.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output};
