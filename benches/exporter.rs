@@ -12,9 +12,7 @@ use std::io::Write as _;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sas_image_scan_exporter::simulator::{
-    SIM_ACCESS_KEY_ID, SIM_ACCESS_KEY_SECRET, Scenario, Simulator,
-};
+use sas_simulator::{SIM_ACCESS_KEY_ID, SIM_ACCESS_KEY_SECRET, Scenario, Simulator};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sas-image-scan-exporter");
 

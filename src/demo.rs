@@ -19,7 +19,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use crate::config::{
     Config, CredentialsConfig, Location, PollingConfig, SasConfig, SignatureVersion, Target,
 };
-use crate::simulator::{
+use sas_simulator::{
     Fault, FaultScope, SIM_ACCESS_KEY_ID, SIM_ACCESS_KEY_SECRET, Scenario, Simulator,
 };
 

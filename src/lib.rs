@@ -16,7 +16,6 @@ pub mod scan;
 pub mod scheduler;
 pub mod shutdown;
 pub mod signing;
-pub mod simulator;
 pub mod state;
 pub mod status_page;
 pub mod targets;

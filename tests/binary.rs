@@ -216,8 +216,7 @@ async fn demo_serves_live_metrics_and_stops_on_sigterm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debug_logs_and_pages_never_show_secrets_with_sts_credentials() {
-    use sas_image_scan_exporter::clock::Clock;
-    use sas_image_scan_exporter::simulator::{Scenario, SimKey, Simulator, StsSimulator};
+    use sas_simulator::{Clock, Scenario, SimKey, Simulator, StsSimulator};
     use std::sync::Arc;
 
     let digest = "8f0fbdb41d3d1ade4ffdf21558443f4c03342010563bb8c43ccc09594d50abcd";

@@ -10,7 +10,7 @@ use sas_image_scan_exporter::clock::Clock;
 use sas_image_scan_exporter::credentials::{Credentials, StaticProvider};
 use sas_image_scan_exporter::scan::{ScanStatus, ScanTask};
 use sas_image_scan_exporter::signing::{self, SignatureVersion};
-use sas_image_scan_exporter::simulator::{
+use sas_simulator::{
     DigestReply, Fault, FaultAction, FaultScope, SIM_ACCESS_KEY_ID, SIM_ACCESS_KEY_SECRET,
     Scenario, SimKey, Simulator, synthetic_task,
 };

@@ -24,7 +24,7 @@ use common::*;
 use sas_image_scan_exporter::client::MAX_BODY_BYTES;
 use sas_image_scan_exporter::exporter::Exporter;
 use sas_image_scan_exporter::scan::parse_response;
-use sas_image_scan_exporter::simulator::{Fault, FaultAction, FaultScope, Scenario, Simulator};
+use sas_simulator::{Fault, FaultAction, FaultScope, Scenario, Simulator};
 use serde_json::{Value, json};
 use tokio::sync::RwLock;
 use tokio::task::JoinSet;

@@ -15,7 +15,7 @@ use chrono::FixedOffset;
 use sas_image_scan_exporter::client::{ClientOptions, SasClient};
 use sas_image_scan_exporter::credentials::{Credentials, StaticProvider};
 use sas_image_scan_exporter::signing::SignatureVersion;
-use sas_image_scan_exporter::simulator::{RecordedRequest, Scenario, SimKey, Simulator};
+use sas_simulator::{RecordedRequest, Scenario, SimKey, Simulator};
 
 const VERIFIER: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),

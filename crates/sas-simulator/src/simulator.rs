@@ -1,0 +1,150 @@
+//! The test-facing handle of the Security Center simulator: start it, change what digests answer,
+//! inject faults, and read back what it received.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::Value;
+use tokio::net::TcpListener;
+
+use crate::auth::Nonces;
+use crate::fault::{Fault, FaultQueues, FaultScope};
+use crate::keys::SimKey;
+use crate::log::{LogEntry, RecordedRequest, RequestLog};
+use crate::scenario::{DigestReply, Scenario};
+use crate::server::{Server, serve};
+use crate::service;
+
+/// Everything the Security Center simulator knows and has seen.
+pub(crate) struct State {
+    pub(crate) scenario: Scenario,
+    pub(crate) faults: FaultQueues,
+    pub(crate) nonces: Nonces,
+    pub(crate) log: RequestLog,
+    pub(crate) last_request: Option<RecordedRequest>,
+    pub(crate) in_flight: usize,
+    pub(crate) max_in_flight: usize,
+}
+
+/// The state behind one lock, shared by the handle and every connection.
+pub(crate) struct Shared {
+    state: Mutex<State>,
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic in a handler must not take the whole simulator down with a poisoned lock.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A running simulator; it stops when dropped.
+pub struct Simulator {
+    shared: Arc<Shared>,
+    server: Server,
+}
+
+impl Simulator {
+    /// Starts on an ephemeral loopback port.
+    pub async fn start(scenario: Scenario) -> std::io::Result<Simulator> {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), scenario).await
+    }
+
+    /// Starts on the given address.
+    pub async fn start_on(addr: SocketAddr, scenario: Scenario) -> std::io::Result<Simulator> {
+        let listener = TcpListener::bind(addr).await?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                scenario,
+                faults: FaultQueues::default(),
+                nonces: Nonces::default(),
+                last_request: None,
+                in_flight: 0,
+                max_in_flight: 0,
+                log: RequestLog::default(),
+            }),
+        });
+        let handler_shared = Arc::clone(&shared);
+        let server = serve(listener, move |req| {
+            service::handle(Arc::clone(&handler_shared), req)
+        })?;
+        Ok(Simulator { shared, server })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr
+    }
+
+    /// The endpoint URL to configure the exporter with.
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    /// Replaces one digest's task list.
+    pub fn set_tasks(&self, digest: &str, tasks: Vec<Value>) {
+        self.set_reply(digest, DigestReply::Task(Value::Array(tasks)));
+    }
+
+    /// Replaces one digest's answer.
+    pub fn set_reply(&self, digest: &str, reply: DigestReply) {
+        self.shared
+            .lock()
+            .scenario
+            .digests
+            .insert(digest.to_owned(), reply);
+    }
+
+    /// Adds a key the simulator accepts (e.g. fresh STS credentials).
+    pub fn add_key(&self, key: SimKey) {
+        self.shared.lock().scenario.keys.push(key);
+    }
+
+    /// Queues a fault; faults of one scope apply in the order they were added.
+    pub fn inject(&self, scope: FaultScope, fault: Fault) {
+        self.shared.lock().faults.push(scope, fault);
+    }
+
+    /// Removes every fault.
+    pub fn clear_faults(&self) {
+        self.shared.lock().faults.clear();
+    }
+
+    /// Requests that named this digest (whatever the outcome).
+    pub fn requests_for(&self, digest: &str) -> u64 {
+        self.shared.lock().log.for_digest(digest)
+    }
+
+    /// Requests with this outcome: `ok`, an error code (`SignatureDoesNotMatch`,
+    /// `Throttling.User`, ...), `http_<status>` for raw answers, `malformed_json`, `oversized`,
+    /// `dropped`, `reset_mid_body`, `endless`.
+    pub fn outcome_count(&self, outcome: &str) -> u64 {
+        self.shared.lock().log.for_outcome(outcome)
+    }
+
+    /// Every outcome and its count.
+    pub fn outcomes(&self) -> BTreeMap<String, u64> {
+        self.shared.lock().log.outcomes().clone()
+    }
+
+    /// Every request received, in order.
+    pub fn log(&self) -> Vec<LogEntry> {
+        self.shared.lock().log.entries()
+    }
+
+    /// Total requests received.
+    pub fn total_requests(&self) -> u64 {
+        self.shared.lock().log.total()
+    }
+
+    /// The most requests ever handled at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.shared.lock().max_in_flight
+    }
+
+    /// The most recent request as received.
+    pub fn last_request(&self) -> Option<RecordedRequest> {
+        self.shared.lock().last_request.clone()
+    }
+}
