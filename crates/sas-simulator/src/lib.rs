@@ -34,7 +34,7 @@ use std::time::Duration;
 pub use clock::Clock;
 pub use fault::{Fault, FaultAction, FaultScope};
 pub use keys::SimKey;
-pub use log::{LogEntry, RecordedRequest};
+pub use log::{DEFAULT_LOG_CAPACITY, LogEntry, RecordedRequest};
 pub use metadata::{MetadataRequest, MetadataSimulator};
 pub use scenario::{DigestReply, Scenario, synthetic_task};
 pub use simulator::Simulator;

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
+use crate::log::DEFAULT_LOG_CAPACITY;
 use crate::response::request_id;
 use crate::{SIM_ACCESS_KEY_ID, SIM_ACCESS_KEY_SECRET, SimKey};
 
@@ -27,6 +28,8 @@ pub struct Scenario {
     /// When true, a digest not listed gets one synthetic finished task instead of an empty list,
     /// so benchmarks can use thousands of digests without listing them.
     pub synthetic_unknown: bool,
+    /// How many of the most recent requests the traffic log keeps (counters stay exact).
+    pub log_capacity: usize,
 }
 
 impl Default for Scenario {
@@ -39,6 +42,7 @@ impl Default for Scenario {
             }],
             digests: HashMap::new(),
             synthetic_unknown: false,
+            log_capacity: DEFAULT_LOG_CAPACITY,
         }
     }
 }
@@ -60,6 +64,12 @@ impl Scenario {
     /// Answers unknown digests with a synthetic finished task.
     pub fn with_synthetic_unknown(mut self) -> Self {
         self.synthetic_unknown = true;
+        self
+    }
+
+    /// Keeps the last `entries` requests in the traffic log instead of the default.
+    pub fn with_log_capacity(mut self, entries: usize) -> Self {
+        self.log_capacity = entries;
         self
     }
 

@@ -56,13 +56,13 @@ impl Simulator {
         let listener = TcpListener::bind(addr).await?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
+                log: RequestLog::new(scenario.log_capacity),
                 scenario,
                 faults: FaultQueues::default(),
                 nonces: Nonces::default(),
                 last_request: None,
                 in_flight: 0,
                 max_in_flight: 0,
-                log: RequestLog::default(),
             }),
         });
         let handler_shared = Arc::clone(&shared);
@@ -128,12 +128,13 @@ impl Simulator {
         self.shared.lock().log.outcomes().clone()
     }
 
-    /// Every request received, in order.
+    /// The most recent requests, oldest first: all of them until the scenario's `log_capacity`
+    /// is reached, then only that many.
     pub fn log(&self) -> Vec<LogEntry> {
         self.shared.lock().log.entries()
     }
 
-    /// Total requests received.
+    /// Total requests received, however many the log still holds.
     pub fn total_requests(&self) -> u64 {
         self.shared.lock().log.total()
     }
@@ -146,5 +147,38 @@ impl Simulator {
     /// The most recent request as received.
     pub fn last_request(&self) -> Option<RecordedRequest> {
         self.shared.lock().last_request.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_handle_reports_a_bounded_log_and_exact_counts() {
+        let sim = Simulator::start(Scenario::default().with_log_capacity(3))
+            .await
+            .expect("start simulator");
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client");
+        // Unsigned requests are refused, but still counted and logged.
+        for _ in 0..5 {
+            let resp = http
+                .get(format!("{}/?Digest=sha256:ABC", sim.url()))
+                .send()
+                .await
+                .expect("an answer");
+            assert_eq!(resp.status().as_u16(), 400);
+        }
+        let log = sim.log();
+        assert_eq!(log.len(), 3);
+        assert!(log.windows(2).all(|w| w[0].at <= w[1].at));
+        assert!(log.iter().all(|e| e.digest.as_deref() == Some("abc")));
+        assert_eq!(sim.total_requests(), 5);
+        assert_eq!(sim.requests_for("abc"), 5);
+        assert_eq!(sim.outcome_count("MissingParameter"), 5);
+        assert_eq!(sim.last_request().map(|r| r.method).as_deref(), Some("GET"));
     }
 }
