@@ -5,6 +5,7 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod credentials;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod exporter;
 pub mod http;

@@ -2,6 +2,8 @@
 //! exporter running in-process against the demo's simulator, takes a screenshot, dumps the rendered
 //! DOM, and runs the inline sorting script.
 
+#![cfg(feature = "demo")]
+
 mod common;
 
 use std::path::Path;
