@@ -19,22 +19,27 @@ ARG RUST_VERSION=1.95.0
 FROM rust:${RUST_VERSION}-bookworm AS builder
 WORKDIR /build
 
-# Dependencies first, in their own layer: it is rebuilt only when Cargo.toml or Cargo.lock
-# change, not on every source change. Stub targets stand in for the real ones (one per target
-# Cargo.toml declares by name: the [[bench]] `exporter`).
+# Dependencies first, in their own layer: it is rebuilt only when a Cargo.toml or Cargo.lock
+# changes, not on every source change. Stub targets stand in for the real ones (one per target
+# Cargo.toml declares by name: the [[bench]] `exporter`), and an empty library for the workspace's
+# simulator crate, which the default `demo` feature builds in.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src benches \
+COPY crates/sas-simulator/Cargo.toml crates/sas-simulator/
+RUN mkdir -p src benches crates/sas-simulator/src \
  && echo 'fn main() {}' > src/main.rs \
- && touch src/lib.rs \
+ && touch src/lib.rs crates/sas-simulator/src/lib.rs \
  && echo 'fn main() {}' > benches/exporter.rs \
  && cargo build --release --locked \
- && rm -rf src benches target/release/.fingerprint/sas-image-scan-exporter-*
+ && rm -rf src benches crates/sas-simulator/src \
+      target/release/.fingerprint/sas-image-scan-exporter-* \
+      target/release/.fingerprint/sas-simulator-*
 
 # The real build. The stubs' fingerprints are gone, so cargo rebuilds the crate whatever the
 # copied files' timestamps. There is no .git in the build context, so the revision comes in as a
 # build argument (build.rs reads SAS_GIT_REVISION) for --version and sas_exporter_build_info.
 COPY build.rs ./
 COPY benches ./benches
+COPY crates ./crates
 COPY src ./src
 ARG REVISION=unknown
 RUN SAS_GIT_REVISION="${REVISION}" cargo build --release --locked \

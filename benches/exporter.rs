@@ -12,9 +12,7 @@ use std::io::Write as _;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sas_image_scan_exporter::simulator::{
-    SIM_ACCESS_KEY_ID, SIM_ACCESS_KEY_SECRET, Scenario, Simulator,
-};
+use sas_simulator::{SIM_ACCESS_KEY_ID, SIM_ACCESS_KEY_SECRET, Scenario, Simulator};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sas-image-scan-exporter");
 
@@ -53,9 +51,11 @@ impl Drop for Exporter {
 }
 
 async fn run_one(n: usize, rps: f64, concurrency: usize) {
-    let sim = Simulator::start(Scenario::default().with_synthetic_unknown())
-        .await
-        .expect("simulator");
+    // The whole first round must stay in the traffic log for its span to be measured.
+    let scenario = Scenario::default()
+        .with_synthetic_unknown()
+        .with_log_capacity(n * 2);
+    let sim = Simulator::start(scenario).await.expect("simulator");
     let dir = std::env::temp_dir().join(format!("sas-bench-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let config = dir.join("config.yml");

@@ -16,9 +16,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
-use sas_image_scan_exporter::simulator::{
-    SIM_ACCESS_KEY_ID, SIM_ACCESS_KEY_SECRET, Scenario, Simulator,
-};
+use sas_simulator::{SIM_ACCESS_KEY_ID, SIM_ACCESS_KEY_SECRET, Scenario, Simulator};
 
 #[derive(Parser)]
 #[command(about = "Runs the Security Center simulator until killed")]

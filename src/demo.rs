@@ -20,7 +20,7 @@ use crate::config::{
     Config, CredentialsConfig, Endpoint, Location, PollingConfig, SasConfig, SignatureVersion,
     Target,
 };
-use crate::simulator::{
+use sas_simulator::{
     Fault, FaultScope, SIM_ACCESS_KEY_ID, SIM_ACCESS_KEY_SECRET, Scenario, Simulator,
 };
 

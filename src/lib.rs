@@ -36,7 +36,6 @@ pub mod logging;
 pub(crate) mod poll;
 pub(crate) mod server;
 pub(crate) mod shutdown;
-pub mod simulator;
 pub mod targets;
 pub(crate) mod telemetry;
 

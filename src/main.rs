@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use sas_image_scan_exporter::app::{Exporter, Options};
 use sas_image_scan_exporter::config::Config;
-use sas_image_scan_exporter::demo::Demo;
 use sas_image_scan_exporter::logging::{self, LogFormat, LogLevel};
 use sas_image_scan_exporter::targets::{Shard, TargetFiles, hostname};
 use sas_image_scan_exporter::{bind, build_info, parse_listen_address};
@@ -170,18 +169,9 @@ fn config_check(path: &std::path::Path) -> ExitCode {
 async fn run(cli: Cli, shard: Shard) -> ExitCode {
     let mut _demo = None;
     let config = if cli.demo {
-        let demo = match Demo::start().await {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start the demo simulator");
-                return ExitCode::from(1);
-            }
+        let Some((demo, config)) = start_demo().await else {
+            return ExitCode::from(1);
         };
-        tracing::warn!(
-            simulator = %demo.simulator.url(),
-            "DEMO MODE: polling the built-in Security Center simulator with synthetic digests, not a real account"
-        );
-        let config = demo.config();
         _demo = Some(demo);
         config
     } else {
@@ -235,6 +225,37 @@ async fn run(cli: Cli, shard: Shard) -> ExitCode {
     exporter.shutdown().await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// What keeps `--demo`'s simulator running; dropping it stops the simulator.
+#[cfg(feature = "demo")]
+type DemoGuard = sas_image_scan_exporter::demo::Demo;
+#[cfg(not(feature = "demo"))]
+type DemoGuard = std::convert::Infallible;
+
+/// `--demo`: starts the simulator and returns the config that points the exporter at it.
+#[cfg(feature = "demo")]
+async fn start_demo() -> Option<(DemoGuard, Config)> {
+    let demo = match DemoGuard::start().await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the demo simulator");
+            return None;
+        }
+    };
+    tracing::warn!(
+        simulator = %demo.simulator.url(),
+        "DEMO MODE: polling the built-in Security Center simulator with synthetic digests, not a real account"
+    );
+    let config = demo.config();
+    Some((demo, config))
+}
+
+/// `--demo` in a build without the simulator: says so instead of starting.
+#[cfg(not(feature = "demo"))]
+async fn start_demo() -> Option<(DemoGuard, Config)> {
+    eprintln!("this build has no demo mode: it was built without the `demo` feature");
+    None
 }
 
 /// Returns memory that the allocator holds but no longer uses to the operating system.

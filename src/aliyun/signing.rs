@@ -1,8 +1,8 @@
 //! Alibaba Cloud request signing: RPC signature V1 (HMAC-SHA1) and V3 (ACS3-HMAC-SHA256).
 //!
 //! The functions here are pure: time and nonce come in as arguments, so the verified test vectors in
-//! the unit tests below pin them down exactly. The same primitives serve the simulator, which rebuilds the
-//! canonical strings from the request it actually received on the wire.
+//! the unit tests below pin them down exactly. The simulator checks signatures with its own,
+//! separate implementation of the service side, so the two keep each other honest.
 
 use std::collections::BTreeMap;
 use std::fmt;

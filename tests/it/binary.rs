@@ -2,7 +2,7 @@
 
 use crate::common;
 
-use std::io::{BufRead as _, BufReader};
+use std::io::BufReader;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -95,6 +95,8 @@ fn flags_and_exit_codes() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/sas.yml"));
 }
 
+// `--demo` is the one way to start without a config file.
+#[cfg(feature = "demo")]
 #[test]
 fn a_taken_port_exits_2() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -106,8 +108,23 @@ fn a_taken_port_exits_2() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
 
+#[cfg(not(feature = "demo"))]
+#[test]
+fn demo_without_the_feature_is_a_clear_error() {
+    let out = Command::new(BIN).arg("--demo").output().expect("run");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("this build has no demo mode: it was built without the `demo` feature"),
+        "{out:?}"
+    );
+}
+
+#[cfg(feature = "demo")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_serves_live_metrics_and_stops_on_sigterm() {
+    use std::io::BufRead as _;
+
     // Killed on drop: a failing assertion must not leave the exporter running.
     let mut guard = common::KillOnDrop(
         Command::new(BIN)
@@ -216,8 +233,7 @@ async fn demo_serves_live_metrics_and_stops_on_sigterm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debug_logs_and_pages_never_show_secrets_with_sts_credentials() {
-    use sas_image_scan_exporter::clock::Clock;
-    use sas_image_scan_exporter::simulator::{Scenario, SimKey, Simulator, StsSimulator};
+    use sas_simulator::{Clock, Scenario, SimKey, Simulator, StsSimulator};
     use std::sync::Arc;
 
     let digest = "8f0fbdb41d3d1ade4ffdf21558443f4c03342010563bb8c43ccc09594d50abcd";

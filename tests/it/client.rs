@@ -8,13 +8,13 @@ use chrono::FixedOffset;
 use sas_image_scan_exporter::clock::Clock;
 use sas_image_scan_exporter::config::{Endpoint, EndpointError};
 use sas_image_scan_exporter::signing::{self, SignatureVersion};
-use sas_image_scan_exporter::simulator::{
-    DigestReply, Fault, FaultAction, FaultScope, SIM_ACCESS_KEY_ID, SIM_ACCESS_KEY_SECRET,
-    Scenario, SimKey, Simulator, synthetic_task,
-};
 use sas_image_scan_exporter::{ApiError, ClientOptions, ErrorClass, SasClient};
 use sas_image_scan_exporter::{Credentials, StaticProvider};
 use sas_image_scan_exporter::{ScanStatus, ScanTask};
+use sas_simulator::{
+    DigestReply, Fault, FaultAction, FaultScope, SIM_ACCESS_KEY_ID, SIM_ACCESS_KEY_SECRET,
+    Scenario, SimKey, Simulator, synthetic_task,
+};
 use serde_json::{Value, json};
 
 const D1: &str = "8f0fbdb41d3d1ade4ffdf21558443f4c03342010563bb8c43ccc09594d50abcd";

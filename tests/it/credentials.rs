@@ -10,11 +10,9 @@ use std::time::Duration;
 use chrono::{FixedOffset, Utc};
 use sas_image_scan_exporter::clock::Clock;
 use sas_image_scan_exporter::config::{CredentialsConfig, OidcConfig, SignatureVersion};
-use sas_image_scan_exporter::simulator::{
-    MetadataSimulator, Scenario, SimKey, Simulator, StsSimulator,
-};
 use sas_image_scan_exporter::{ClientOptions, SasClient};
 use sas_image_scan_exporter::{CredentialsProvider, provider_from_config};
+use sas_simulator::{MetadataSimulator, Scenario, SimKey, Simulator, StsSimulator};
 use secrecy::SecretString;
 
 const DIGEST: &str = "8f0fbdb41d3d1ade4ffdf21558443f4c03342010563bb8c43ccc09594d50abcd";
@@ -45,6 +43,11 @@ const BASE_SECRET: &str = "base-secret-value";
 
 async fn world() -> World {
     let (clock, offset) = test_clock();
+    // The issuers stamp expirations with the same moving time the exporter sees.
+    let issuer_clock = {
+        let clock = clock.clone();
+        sas_simulator::Clock::from_fn(move || clock.now())
+    };
     let sas = Arc::new(Simulator::start(Scenario::default()).await.expect("sas"));
     let base = SimKey {
         id: BASE_ID.into(),
@@ -53,11 +56,11 @@ async fn world() -> World {
     };
     // The base key may also call Security Center directly (profiles of mode AK).
     sas.add_key(base.clone());
-    let sts = StsSimulator::start(vec![base], Some(Arc::clone(&sas)), clock.clone())
+    let sts = StsSimulator::start(vec![base], Some(Arc::clone(&sas)), issuer_clock.clone())
         .await
         .expect("sts");
     sts.allow_role(ROLE);
-    let metadata = MetadataSimulator::start("EcsSasReader", Some(Arc::clone(&sas)), clock.clone())
+    let metadata = MetadataSimulator::start("EcsSasReader", Some(Arc::clone(&sas)), issuer_clock)
         .await
         .expect("metadata");
     let dir = std::env::temp_dir().join(format!("sas-creds-{}", uuid::Uuid::new_v4()));

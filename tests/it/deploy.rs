@@ -169,6 +169,9 @@ fn docker_build_context_has_what_the_build_reads() {
         "build.rs",
         "src/main.rs",
         "src/lib.rs",
+        // A workspace member: cargo cannot load the workspace without it.
+        "crates/sas-simulator/Cargo.toml",
+        "crates/sas-simulator/src/lib.rs",
     ] {
         assert!(inside(f), "{f} is not in the Docker build context");
     }

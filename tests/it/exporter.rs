@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use sas_image_scan_exporter::config::Target;
-use sas_image_scan_exporter::simulator::{Fault, FaultAction, FaultScope, Scenario, Simulator};
+use sas_simulator::{Fault, FaultAction, FaultScope, Scenario, Simulator};
 use serde_json::{Value, json};
 
 fn task(status: &str, start: Option<i64>, finish: Option<i64>, id: i64) -> Value {

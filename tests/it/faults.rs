@@ -25,7 +25,7 @@ use common::*;
 use sas_image_scan_exporter::MAX_BODY_BYTES;
 use sas_image_scan_exporter::app::Exporter;
 use sas_image_scan_exporter::parse_response;
-use sas_image_scan_exporter::simulator::{Fault, FaultAction, FaultScope, Scenario, Simulator};
+use sas_simulator::{Fault, FaultAction, FaultScope, Scenario, Simulator};
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 

@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use chrono::FixedOffset;
 use sas_image_scan_exporter::signing::SignatureVersion;
-use sas_image_scan_exporter::simulator::{RecordedRequest, Scenario, SimKey, Simulator};
 use sas_image_scan_exporter::{ClientOptions, SasClient};
 use sas_image_scan_exporter::{Credentials, StaticProvider};
+use sas_simulator::{RecordedRequest, Scenario, SimKey, Simulator};
 
 const VERIFIER: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),

@@ -18,5 +18,6 @@ mod faults;
 mod independent_signature;
 mod operations;
 mod prometheus;
+mod simulator;
 mod status_page;
 mod tls;

@@ -13,10 +13,10 @@ use common::*;
 use sas_image_scan_exporter::app::{Exporter, Options};
 use sas_image_scan_exporter::config::Config;
 use sas_image_scan_exporter::read_state_file;
-use sas_image_scan_exporter::simulator::{
+use sas_image_scan_exporter::targets::Shard;
+use sas_simulator::{
     Fault, FaultScope, SIM_ACCESS_KEY_ID, SIM_ACCESS_KEY_SECRET, Scenario, Simulator,
 };
-use sas_image_scan_exporter::targets::Shard;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sas-image-scan-exporter");
 

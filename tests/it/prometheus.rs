@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use marked_yaml::Node;
-use sas_image_scan_exporter::simulator::{Fault, FaultScope, Scenario, Simulator};
+use sas_simulator::{Fault, FaultScope, Scenario, Simulator};
 use serde_json::{Value, json};
 
 /// Where every `runbook_url` points, up to the anchor.

@@ -11,7 +11,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
 };
 use sas_image_scan_exporter::app::{Exporter, Options};
-use sas_image_scan_exporter::simulator::{Scenario, Simulator};
+use sas_simulator::{Scenario, Simulator};
 
 struct Pki {
     dir: PathBuf,

@@ -11,7 +11,7 @@ use sas_image_scan_exporter::app::{Exporter, Options};
 use sas_image_scan_exporter::config::{
     Config, CredentialsConfig, Location, PollingConfig, SasConfig, SignatureVersion, Target,
 };
-use sas_image_scan_exporter::simulator::{SIM_ACCESS_KEY_ID, SIM_ACCESS_KEY_SECRET, Simulator};
+use sas_simulator::{SIM_ACCESS_KEY_ID, SIM_ACCESS_KEY_SECRET, Simulator};
 
 pub fn digest(n: u32) -> String {
     format!("{n:08x}").repeat(8)

@@ -14,11 +14,12 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 use serde_json::{Value, json};
 
-use super::{
-    IssuerState, Server, SimBody, SimKey, Simulator, json_response, new_sts_key, text_response,
-};
-use crate::aliyun::signing;
-use crate::clock::Clock;
+use crate::clock::{Clock, format_timestamp};
+use crate::issuer::IssuerState;
+use crate::keys::{SimKey, new_sts_key};
+use crate::response::{SimBody, json_response, text_response};
+use crate::server::Server;
+use crate::simulator::Simulator;
 
 /// Header carrying the IMDSv2 session token on metadata reads.
 const TOKEN_HEADER: &str = "x-aliyun-ecs-metadata-token";
@@ -287,8 +288,8 @@ fn issue(st: &mut State, now: DateTime<Utc>) -> Value {
         "AccessKeyId": key.id,
         "AccessKeySecret": key.secret,
         "SecurityToken": key.security_token,
-        "Expiration": signing::format_timestamp(expiration),
-        "LastUpdated": signing::format_timestamp(now),
+        "Expiration": format_timestamp(expiration),
+        "LastUpdated": format_timestamp(now),
         "Code": "Success",
     });
     st.issued.push(key);
@@ -308,8 +309,6 @@ mod tests {
     use std::sync::atomic::{AtomicI64, Ordering};
 
     use super::*;
-    use crate::aliyun::client::{ACTION, API_VERSION};
-    use crate::simulator::Scenario;
 
     const CREDS_PATH: &str = "/latest/meta-data/ram/security-credentials/";
 
@@ -488,48 +487,5 @@ mod tests {
         assert_eq!(put_token(&md, Some("10")).await.0, 500);
         assert_eq!(get(md.credentials_uri(), None).await.0, 200);
         assert_eq!(md.issued().len(), 1);
-    }
-
-    #[tokio::test]
-    async fn issued_credentials_open_the_security_center_simulator() {
-        let sas = Arc::new(
-            Simulator::start(Scenario::default())
-                .await
-                .expect("start SAS"),
-        );
-        let md = start(Some(Arc::clone(&sas))).await;
-        let (status, body) = get(format!("{}{CREDS_PATH}ExporterRole", md.url()), None).await;
-        assert_eq!(status, 200, "{body}");
-        let v = json(&body);
-        let field = |name: &str| v[name].as_str().unwrap_or_default().to_owned();
-
-        let mut q: std::collections::BTreeMap<String, String> = [
-            ("Action", ACTION),
-            ("Version", API_VERSION),
-            ("Format", "JSON"),
-            ("SignatureMethod", "HMAC-SHA1"),
-            ("SignatureVersion", "1.0"),
-            ("Digest", "sha256:0123"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-        q.insert("AccessKeyId".into(), field("AccessKeyId"));
-        q.insert("SecurityToken".into(), field("SecurityToken"));
-        q.insert("SignatureNonce".into(), signing::new_nonce());
-        // The SAS simulator checks timestamps against the real clock.
-        q.insert("Timestamp".into(), signing::format_timestamp(Utc::now()));
-        let sig = signing::v1_signature(
-            &field("AccessKeySecret"),
-            &signing::v1_string_to_sign("GET", &q),
-        );
-        q.insert("Signature".into(), sig);
-        let (status, body) = get(
-            format!("{}/?{}", sas.url(), signing::canonical_query(&q)),
-            None,
-        )
-        .await;
-        assert_eq!(status, 200, "{body}");
-        assert_eq!(sas.outcome_count("ok"), 1);
     }
 }

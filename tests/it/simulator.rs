@@ -1,442 +1,144 @@
-//! A simulated STS (`sts.aliyuncs.com`, Version `2015-04-01`): `AssumeRole`, V1-signed and checked
-//! like the Security Center simulator checks its requests, and the anonymous `AssumeRoleWithOIDC`
-//! of Kubernetes RRSA. Issued credentials can be registered with a [`Simulator`] so the exporter
-//! can go on to use them there.
+//! The simulators driven by the exporter's own signer: requests signed with the client's signing
+//! code are accepted, fault bodies misbehave on the wire as a client sees them, and credentials
+//! issued by the STS and metadata simulators open the Security Center simulator.
+//!
+//! The simulator crate cannot depend on the exporter, so these checks live here; the simulator's
+//! own unit tests cover what needs no client.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use hyper::body::Incoming;
-use hyper::header::CONTENT_TYPE;
-use hyper::{Method, Request, Response};
+use sas_image_scan_exporter::Credentials;
+use sas_image_scan_exporter::signing::{self, RpcCall, SignatureVersion};
+use sas_image_scan_exporter::{ACTION, API_VERSION};
+use sas_simulator::{
+    Clock, Fault, FaultAction, FaultScope, MetadataSimulator, SIM_ACCESS_KEY_ID,
+    SIM_ACCESS_KEY_SECRET, Scenario, SimKey, Simulator, StsSimulator,
+};
 use serde_json::{Value, json};
 
-use super::{
-    IssuerState, Product, Rejection, Server, SimBody, SimKey, Simulator, V1_REQUIRED,
-    check_security_token, check_timestamp, check_v1_method, find_key, json_response, new_sts_key,
-    parse_form, parse_query, product_error_response, read_body, request_id, require, spend_nonce,
-    v1_signature_matches,
-};
-use crate::aliyun::signing;
-use crate::clock::Clock;
+mod fault_bodies {
+    use super::*;
 
-/// The STS API version every request must name.
-const STS_VERSION: &str = "2015-04-01";
+    /// What an endless body starts with: the opening of a task list that never closes.
+    const ENDLESS_PREFIX: &[u8] = br#"{"RequestId":"endless","Task":["#;
 
-const DEFAULT_DURATION_SECS: i64 = 3600;
-const MIN_DURATION_SECS: i64 = 900;
-const MAX_DURATION_SECS: i64 = 43_200;
+    const DIGEST: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
-/// One request the STS simulator received, and what it answered.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StsRequest {
-    /// HTTP method.
-    pub method: String,
-    /// The `Action` parameter (empty when missing).
-    pub action: String,
-    /// Query and form parameters, decoded and merged (the body wins).
-    pub params: BTreeMap<String, String>,
-    /// Whether the V1 signature verified; `None` for anonymous requests.
-    pub signature_valid: Option<bool>,
-    /// `ok` or the error code answered.
-    pub outcome: String,
-}
-
-struct FailNext {
-    remaining: u64,
-    status: u16,
-    code: String,
-}
-
-struct State {
-    keys: Vec<SimKey>,
-    roles: HashSet<String>,
-    oidc_tokens: HashMap<String, String>,
-    nonces: HashMap<String, Instant>,
-    fail_next: Option<FailNext>,
-    delay: Option<Duration>,
-    requests: Vec<StsRequest>,
-    issued: Vec<SimKey>,
-}
-
-type Shared = IssuerState<State>;
-
-/// A running STS simulator on a loopback port; it stops when dropped.
-pub struct StsSimulator {
-    shared: Arc<Shared>,
-    server: Server,
-}
-
-impl StsSimulator {
-    /// Starts on an ephemeral loopback port, accepting `AssumeRole` calls signed with `keys`.
-    pub async fn start(
-        keys: Vec<SimKey>,
-        issue_to: Option<Arc<Simulator>>,
-        clock: Clock,
-    ) -> std::io::Result<StsSimulator> {
-        let state = State {
-            keys,
-            roles: HashSet::new(),
-            oidc_tokens: HashMap::new(),
-            nonces: HashMap::new(),
-            fail_next: None,
-            delay: None,
-            requests: Vec::new(),
-            issued: Vec::new(),
+    /// Sends one correctly signed request for `DIGEST` with plain reqwest.
+    async fn send(sim: &Simulator) -> reqwest::Response {
+        let host = sim.addr().to_string();
+        let call = RpcCall {
+            method: "POST",
+            host: &host,
+            action: ACTION,
+            version: API_VERSION,
+            params: BTreeMap::from([("Digest".to_owned(), DIGEST.to_owned())]),
         };
-        let (shared, server) = Shared::start(state, issue_to, clock, handle).await?;
-        Ok(StsSimulator { shared, server })
-    }
-
-    /// The bound address.
-    pub fn addr(&self) -> SocketAddr {
-        self.server.addr
-    }
-
-    /// The endpoint URL (`http://127.0.0.1:PORT`).
-    pub fn url(&self) -> String {
-        self.server.url()
-    }
-
-    /// Lets both assume calls assume this role.
-    pub fn allow_role(&self, arn: &str) {
-        self.shared.lock().roles.insert(arn.to_owned());
-    }
-
-    /// Sets the one OIDC token `AssumeRoleWithOIDC` accepts for this provider.
-    pub fn set_oidc_token(&self, provider_arn: &str, token: &str) {
-        self.shared
-            .lock()
-            .oidc_tokens
-            .insert(provider_arn.to_owned(), token.to_owned());
-    }
-
-    /// Adds a key `AssumeRole` accepts.
-    pub fn add_key(&self, key: SimKey) {
-        self.shared.lock().keys.push(key);
-    }
-
-    /// Makes the next `n` requests answer `status` with an error body carrying `code`.
-    pub fn fail_next(&self, n: u64, status: u16, code: &str) {
-        self.shared.lock().fail_next = Some(FailNext {
-            remaining: n,
-            status,
-            code: code.to_owned(),
-        });
-    }
-
-    /// Delays every answer (`None` = answer at once).
-    pub fn set_delay(&self, delay: Option<Duration>) {
-        self.shared.lock().delay = delay;
-    }
-
-    /// Every request received, in order.
-    pub fn requests(&self) -> Vec<StsRequest> {
-        self.shared.lock().requests.clone()
-    }
-
-    /// Every set of credentials handed out, in order.
-    pub fn issued(&self) -> Vec<SimKey> {
-        self.shared.lock().issued.clone()
-    }
-}
-
-enum Answer {
-    Issued(Value),
-    Reject(Rejection),
-    Fault { status: u16, code: String },
-}
-
-impl Answer {
-    fn outcome(&self) -> String {
-        match self {
-            Answer::Issued(_) => "ok".to_owned(),
-            Answer::Reject(r) => r.code.to_owned(),
-            Answer::Fault { code, .. } => code.clone(),
+        let creds = Credentials::new(SIM_ACCESS_KEY_ID, SIM_ACCESS_KEY_SECRET, None, None);
+        let signed = signing::sign(
+            SignatureVersion::V3,
+            &call,
+            &creds,
+            Utc::now(),
+            &signing::new_nonce(),
+        );
+        let mut req = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client")
+            .post(format!("{}/?{}", sim.url(), signed.query));
+        for (k, v) in &signed.headers {
+            req = req.header(k, v);
         }
+        req.send().await.expect("headers arrive")
     }
-}
 
-async fn handle(
-    shared: Arc<Shared>,
-    req: Request<Incoming>,
-) -> Result<Response<SimBody>, Infallible> {
-    let (parts, body) = req.into_parts();
-    let body = read_body(body).await;
-    let is_form = parts
-        .headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.to_ascii_lowercase()
-                .starts_with("application/x-www-form-urlencoded")
-        });
-    let mut params = parse_query(parts.uri.query().unwrap_or(""));
-    if parts.method == Method::POST && is_form {
-        if let Some(body) = &body {
-            params.extend(parse_form(&String::from_utf8_lossy(body)));
-        }
+    fn tasks() -> Vec<Value> {
+        (0..20)
+            .map(|i| json!({"Status": "SUCCESS", "Id": i, "StartTime": 1_700_000_000_000_i64 + i}))
+            .collect()
     }
-    let action = params.get("Action").cloned().unwrap_or_default();
-    // OIDC calls are anonymous: a stray signature on one is ignored, not judged.
-    let signature_valid = match action.as_str() {
-        "AssumeRoleWithOIDC" => None,
-        _ if params.contains_key("Signature") => Some(signature_verifies(
-            &shared.lock().keys,
-            parts.method.as_str(),
-            &params,
-        )),
-        _ => None,
-    };
 
-    let now = shared.clock.now();
-    let (answer, delay, issued) = {
-        let mut st = shared.lock();
-        let answer = if let Some(fault) = take_fault(&mut st) {
-            fault
-        } else if body.is_none() {
-            Answer::Reject(Rejection::new(
-                400,
-                "InvalidParameter",
-                "The request body is too large or unreadable.",
-            ))
-        } else if parts.uri.path() != "/" {
-            Answer::Reject(api_not_found())
-        } else if parts.method != Method::GET && parts.method != Method::POST {
-            Answer::Reject(Rejection::new(
-                405,
-                "UnsupportedHTTPMethod",
-                "This http method is not supported.",
-            ))
-        } else {
-            match decide(&mut st, parts.method.as_str(), &params, now) {
-                Ok(v) => Answer::Issued(v),
-                Err(r) => Answer::Reject(r),
+    #[tokio::test]
+    async fn reset_mid_body_announces_the_whole_length_and_sends_half() {
+        let sim = Simulator::start(Scenario::default().with_tasks(DIGEST, tasks()))
+            .await
+            .expect("sim");
+        let full = send(&sim)
+            .await
+            .bytes()
+            .await
+            .expect("a normal answer")
+            .len();
+        sim.inject(
+            FaultScope::Digest(DIGEST.to_owned()),
+            Fault::action(FaultAction::ResetMidBody).times(1),
+        );
+        let mut resp = send(&sim).await;
+        assert_eq!(resp.status().as_u16(), 200);
+        // The normal answer differs only in its RequestId, which has a fixed length.
+        assert_eq!(resp.content_length(), Some(full as u64));
+        let mut got = 0;
+        let err = loop {
+            match resp.chunk().await {
+                Ok(Some(c)) => got += c.len(),
+                Ok(None) => panic!("the body ended cleanly after {got} of {full} bytes"),
+                Err(e) => break e,
             }
         };
-        st.requests.push(StsRequest {
-            method: parts.method.to_string(),
-            action,
-            params,
-            signature_valid,
-            outcome: answer.outcome(),
-        });
-        let issued = matches!(answer, Answer::Issued(_))
-            .then(|| st.issued.last().cloned())
-            .flatten();
-        (answer, st.delay, issued)
-    };
+        assert!(err.is_body() || err.is_decode(), "{err:?}");
+        assert!(!err.is_timeout());
+        assert_eq!(got, full / 2);
+        assert_eq!(sim.outcome_count("reset_mid_body"), 1);
+        // The fault was used up: the next answer is whole again.
+        assert_eq!(send(&sim).await.bytes().await.expect("whole").len(), full);
+    }
 
-    // Registered before answering, so a client may use the credentials the moment it has them.
-    if let (Some(key), Some(sas)) = (issued, &shared.issue_to) {
-        sas.add_key(key);
-    }
-    if let Some(d) = delay {
-        tokio::time::sleep(d).await;
-    }
-    Ok(match answer {
-        Answer::Issued(v) => json_response(200, v.to_string(), None),
-        Answer::Reject(r) => {
-            product_error_response(Product::STS, r.status, r.code, &r.message, None)
+    #[tokio::test]
+    async fn endless_body_keeps_coming_until_the_client_gives_up() {
+        let sim = Simulator::start(Scenario::default()).await.expect("sim");
+        sim.inject(
+            FaultScope::Global,
+            Fault::action(FaultAction::Endless {
+                chunk: 4096,
+                every: Duration::from_millis(10),
+            }),
+        );
+        let mut resp = send(&sim).await;
+        assert_eq!(resp.status().as_u16(), 200);
+        assert_eq!(resp.content_length(), None);
+        let mut body = Vec::new();
+        let deadline = Instant::now() + Duration::from_millis(600);
+        while Instant::now() < deadline {
+            let chunk = resp.chunk().await.expect("no error").expect("never ends");
+            body.extend_from_slice(&chunk);
         }
-        Answer::Fault { status, code } => product_error_response(
-            Product::STS,
-            status,
-            &code,
-            &format!("simulated {code}"),
-            None,
-        ),
-    })
-}
+        assert!(body.starts_with(ENDLESS_PREFIX));
+        // About 60 chunks in 600 ms; far more than one, and the stream is still open.
+        assert!(body.len() > 10 * 4096, "{}", body.len());
+        assert!(body[ENDLESS_PREFIX.len()..].iter().all(|b| *b == b' '));
+        drop(resp);
+        assert_eq!(sim.outcome_count("endless"), 1);
 
-fn take_fault(st: &mut State) -> Option<Answer> {
-    let fault = st.fail_next.as_mut().filter(|f| f.remaining > 0)?;
-    fault.remaining -= 1;
-    Some(Answer::Fault {
-        status: fault.status,
-        code: fault.code.clone(),
-    })
-}
-
-fn signature_verifies(keys: &[SimKey], method: &str, params: &BTreeMap<String, String>) -> bool {
-    params
-        .get("AccessKeyId")
-        .and_then(|id| keys.iter().find(|k| &k.id == id))
-        .is_some_and(|k| v1_signature_matches(method, params, &k.secret))
-}
-
-fn api_not_found() -> Rejection {
-    Rejection::new(
-        404,
-        "InvalidApi.NotFound",
-        "Specified api is not found, please check your url and method.",
-    )
-}
-
-/// Checks and answers one call in the real service's order: API, authentication, parameters,
-/// then the role.
-fn decide(
-    st: &mut State,
-    method: &str,
-    params: &BTreeMap<String, String>,
-    now: DateTime<Utc>,
-) -> Result<Value, Rejection> {
-    require(params, &["Action", "Version"])?;
-    if params.get("Version").map(String::as_str) != Some(STS_VERSION) {
-        return Err(api_not_found());
-    }
-    match params.get("Action").map(String::as_str) {
-        Some("AssumeRole") => assume_role(st, method, params, now),
-        Some("AssumeRoleWithOIDC") => assume_role_with_oidc(st, params, now),
-        _ => Err(api_not_found()),
+        // The slow default: a chunk per 100 ms, so a client timeout ends it.
+        sim.clear_faults();
+        sim.inject(FaultScope::Global, Fault::action(FaultAction::endless()));
+        let started = Instant::now();
+        let resp = send(&sim).await;
+        let read = tokio::time::timeout(Duration::from_millis(500), resp.bytes()).await;
+        assert!(read.is_err(), "an endless body ended");
+        assert!(started.elapsed() < Duration::from_secs(2));
     }
 }
 
-fn assume_role(
-    st: &mut State,
-    method: &str,
-    params: &BTreeMap<String, String>,
-    now: DateTime<Utc>,
-) -> Result<Value, Rejection> {
-    require(params, &V1_REQUIRED)?;
-    check_v1_method(params)?;
-    let param = |name: &str| params.get(name).map(String::as_str).unwrap_or_default();
-    let key = find_key(&st.keys, param("AccessKeyId"))?;
-    check_timestamp(param("Timestamp"), now)?;
-    if !v1_signature_matches(method, params, &key.secret) {
-        return Err(Rejection::mismatch());
-    }
-    check_security_token(&key, params.get("SecurityToken").map(String::as_str))?;
-    spend_nonce(&mut st.nonces, param("SignatureNonce").to_owned())?;
-    require_non_empty(params, &["RoleArn", "RoleSessionName"])?;
-    let duration = duration_seconds(params)?;
-    check_role(st, param("RoleArn"))?;
-    Ok(issue(
-        st,
-        param("RoleArn"),
-        param("RoleSessionName"),
-        duration,
-        now,
-    ))
-}
-
-fn assume_role_with_oidc(
-    st: &mut State,
-    params: &BTreeMap<String, String>,
-    now: DateTime<Utc>,
-) -> Result<Value, Rejection> {
-    require_non_empty(
-        params,
-        &["RoleArn", "OIDCProviderArn", "OIDCToken", "RoleSessionName"],
-    )?;
-    let param = |name: &str| params.get(name).map(String::as_str).unwrap_or_default();
-    let duration = duration_seconds(params)?;
-    if st
-        .oidc_tokens
-        .get(param("OIDCProviderArn"))
-        .map(String::as_str)
-        != Some(param("OIDCToken"))
-    {
-        return Err(Rejection::new(
-            400,
-            "AuthenticationFail.OIDCToken.Invalid",
-            "The OIDC token is invalid.",
-        ));
-    }
-    check_role(st, param("RoleArn"))?;
-    Ok(issue(
-        st,
-        param("RoleArn"),
-        param("RoleSessionName"),
-        duration,
-        now,
-    ))
-}
-
-/// Like [`require`], but an empty value counts as missing, as STS treats it.
-fn require_non_empty(params: &BTreeMap<String, String>, names: &[&str]) -> Result<(), Rejection> {
-    match names
-        .iter()
-        .find(|n| params.get(**n).is_none_or(|v| v.is_empty()))
-    {
-        Some(name) => Err(Rejection::missing(name)),
-        None => Ok(()),
-    }
-}
-
-fn duration_seconds(params: &BTreeMap<String, String>) -> Result<i64, Rejection> {
-    let Some(raw) = params.get("DurationSeconds") else {
-        return Ok(DEFAULT_DURATION_SECS);
-    };
-    raw.parse::<i64>()
-        .ok()
-        .filter(|d| (MIN_DURATION_SECS..=MAX_DURATION_SECS).contains(d))
-        .ok_or_else(|| {
-            Rejection::new(
-                400,
-                "InvalidParameter.DurationSeconds",
-                format!(
-                    "The parameter DurationSeconds must be between {MIN_DURATION_SECS} and {MAX_DURATION_SECS}."
-                ),
-            )
-        })
-}
-
-fn check_role(st: &State, arn: &str) -> Result<(), Rejection> {
-    if st.roles.contains(arn) {
-        Ok(())
-    } else {
-        Err(Rejection::new(
-            404,
-            "EntityNotExist.Role",
-            "The specified Role not exists.",
-        ))
-    }
-}
-
-/// Mints credentials, remembers them, and builds the success body the real STS sends.
-fn issue(
-    st: &mut State,
-    role_arn: &str,
-    session: &str,
-    duration_secs: i64,
-    now: DateTime<Utc>,
-) -> Value {
-    let key = new_sts_key();
-    let expiration = now + chrono::Duration::seconds(duration_secs);
-    // `acs:ram::<account>:role/<name>` becomes `acs:ram::<account>:assumed-role/<name>/<session>`.
-    let assumed_arn = match role_arn.split_once(":role/") {
-        Some((prefix, name)) => format!("{prefix}:assumed-role/{name}/{session}"),
-        None => format!("{role_arn}/{session}"),
-    };
-    let role_id = 300_000_000_000_000_000_u128
-        + u128::from_le_bytes(*uuid::Uuid::new_v4().as_bytes()) % 100_000_000_000_000_000;
-    let body = json!({
-        "RequestId": request_id(),
-        "AssumedRoleUser": {
-            "Arn": assumed_arn,
-            "AssumedRoleId": format!("{role_id}:{session}"),
-        },
-        "Credentials": {
-            "AccessKeyId": key.id,
-            "AccessKeySecret": key.secret,
-            "SecurityToken": key.security_token,
-            "Expiration": signing::format_timestamp(expiration),
-        },
-    });
-    st.issued.push(key);
-    body
-}
-
-#[cfg(test)]
-mod tests {
+mod sts {
     use super::*;
-    use crate::aliyun::client::{ACTION, API_VERSION};
-    use crate::simulator::Scenario;
+
+    /// The STS API version every request must name.
+    const STS_VERSION: &str = "2015-04-01";
 
     const ROLE: &str = "acs:ram::123456789012:role/exporter";
     const PROVIDER: &str = "acs:ram::123456789012:oidc-provider/ack-rrsa";
@@ -833,6 +535,59 @@ mod tests {
         q.insert("Signature".into(), sig);
         let (status, v) = get(&sas.url(), &q).await;
         assert_eq!(status, 200, "{v}");
+        assert_eq!(sas.outcome_count("ok"), 1);
+    }
+}
+
+mod metadata {
+    use super::*;
+
+    const CREDS_PATH: &str = "/latest/meta-data/ram/security-credentials/";
+
+    async fn get(url: String) -> (u16, String) {
+        let resp = reqwest::get(url).await.expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.text().await.unwrap_or_default())
+    }
+
+    #[tokio::test]
+    async fn issued_credentials_open_the_security_center_simulator() {
+        let sas = Arc::new(
+            Simulator::start(Scenario::default())
+                .await
+                .expect("start SAS"),
+        );
+        let md = MetadataSimulator::start("ExporterRole", Some(Arc::clone(&sas)), Clock::system())
+            .await
+            .expect("start metadata simulator");
+        let (status, body) = get(format!("{}{CREDS_PATH}ExporterRole", md.url())).await;
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        let field = |name: &str| v[name].as_str().unwrap_or_default().to_owned();
+
+        let mut q: BTreeMap<String, String> = [
+            ("Action", ACTION),
+            ("Version", API_VERSION),
+            ("Format", "JSON"),
+            ("SignatureMethod", "HMAC-SHA1"),
+            ("SignatureVersion", "1.0"),
+            ("Digest", "sha256:0123"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        q.insert("AccessKeyId".into(), field("AccessKeyId"));
+        q.insert("SecurityToken".into(), field("SecurityToken"));
+        q.insert("SignatureNonce".into(), signing::new_nonce());
+        // The SAS simulator checks timestamps against the real clock.
+        q.insert("Timestamp".into(), signing::format_timestamp(Utc::now()));
+        let sig = signing::v1_signature(
+            &field("AccessKeySecret"),
+            &signing::v1_string_to_sign("GET", &q),
+        );
+        q.insert("Signature".into(), sig);
+        let (status, body) = get(format!("{}/?{}", sas.url(), signing::canonical_query(&q))).await;
+        assert_eq!(status, 200, "{body}");
         assert_eq!(sas.outcome_count("ok"), 1);
     }
 }
