@@ -17,11 +17,11 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::config::{
-    Config, CredentialsConfig, Endpoint, Location, PollingConfig, SasConfig, SignatureVersion,
-    Target,
+    AccountConfig, Config, CredentialsConfig, Endpoint, Location, PollingConfig, SasConfig,
+    SignatureVersion, Target,
 };
 use sas_simulator::{
-    Fault, FaultScope, SIM_ACCESS_KEY_ID, SIM_ACCESS_KEY_SECRET, Scenario, Simulator,
+    Fault, FaultScope, SIM_ACCESS_KEY_ID, SIM_ACCESS_KEY_SECRET, Scenario, SimKey, Simulator,
 };
 
 // The API's local-time strings are in China Standard Time; evaluated at compile time so a bad
@@ -385,10 +385,19 @@ fn apply(
     }
 }
 
-/// A running demo: the simulator plus the background task that moves the scans along.
+/// The demo's second account reaches its own simulator with a key of its own.
+const INTL_KEY_ID: &str = "LTAIsimulator0000intl";
+/// Not a real secret: it only opens the demo's second simulator.
+const INTL_KEY_SECRET: &str = "simulator-intl-secret-not-for-production";
+/// The stories the second account watches too: the same digests pushed to a registry there.
+const INTL_STORIES: [usize; 4] = [0, 3, 6, 9];
+
+/// A running demo: one simulator per account plus the background task that moves the scans along.
 pub struct Demo {
-    /// The simulator the exporter talks to; shared with the driver, which updates its tasks.
+    /// The simulator of the `prod` account (China site); shared with the driver.
     pub simulator: Arc<Simulator>,
+    /// The simulator of the `intl` account (international site), with a key of its own.
+    pub intl: Arc<Simulator>,
     driver: JoinHandle<()>,
 }
 
@@ -399,7 +408,7 @@ impl Drop for Demo {
 }
 
 impl Demo {
-    /// Starts the simulator on an ephemeral 127.0.0.1 port and the lifecycle driver.
+    /// Starts both simulators on ephemeral 127.0.0.1 ports and the lifecycle driver.
     pub async fn start() -> std::io::Result<Demo> {
         Self::start_with_speed(1.0).await
     }
@@ -413,12 +422,20 @@ impl Demo {
             ));
         }
         let simulator = Arc::new(Simulator::start(Scenario::default()).await?);
+        let intl = Arc::new(Simulator::start(Scenario::default()).await?);
+        intl.add_key(SimKey {
+            id: INTL_KEY_ID.to_owned(),
+            secret: INTL_KEY_SECRET.to_owned(),
+            security_token: None,
+        });
         let started = Instant::now();
         let start_epoch_ms = chrono::Utc::now().timestamp_millis();
         let mut denied = BTreeSet::new();
+        let mut intl_denied = BTreeSet::new();
         // Filled before returning, so the very first request already sees the story.
         apply(&simulator, Duration::ZERO, start_epoch_ms, &mut denied);
-        let driven = Arc::clone(&simulator);
+        apply(&intl, Duration::ZERO, start_epoch_ms, &mut intl_denied);
+        let (driven, driven_intl) = (Arc::clone(&simulator), Arc::clone(&intl));
         let driver = tokio::spawn(async move {
             let mut tick = tokio::time::interval(TICK);
             tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -426,53 +443,89 @@ impl Demo {
                 tick.tick().await;
                 let scaled = scale(started.elapsed(), speed);
                 apply(&driven, scaled, start_epoch_ms, &mut denied);
+                apply(&driven_intl, scaled, start_epoch_ms, &mut intl_denied);
             }
         });
-        Ok(Demo { simulator, driver })
+        Ok(Demo {
+            simulator,
+            intl,
+            driver,
+        })
     }
 
-    /// The exporter configuration pointing at the simulator, with the demo targets and credentials.
+    /// The exporter configuration: two accounts, `prod` (China site) with every demo target and
+    /// `intl` (international site) with four of them, each pointing at its own simulator.
     pub fn config(&self) -> Config {
-        let targets = demo_targets()
+        let target = |(i, t): (usize, DemoTarget), account: &str| Target {
+            digest: t.digest,
+            account: account.to_owned(),
+            labels: t.labels,
+            location: Location {
+                file: "<demo>".to_owned(),
+                line: i + 1,
+                column: 1,
+            },
+        };
+        let mut targets: Vec<Target> = demo_targets()
             .into_iter()
             .enumerate()
-            .map(|(i, t)| Target {
-                digest: t.digest,
-                labels: t.labels,
-                location: Location {
-                    file: "<demo>".to_owned(),
-                    line: i + 1,
-                    column: 1,
-                },
-            })
+            .map(|t| target(t, "prod"))
             .collect();
+        targets.extend(
+            demo_targets()
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| INTL_STORIES.contains(i))
+                .map(|t| target(t, "intl")),
+        );
+        // Faster than production so the demo visibly moves; still well inside the rate limit.
+        let polling = PollingConfig {
+            interval: Duration::from_secs(60),
+            active_interval: Duration::from_secs(5),
+            concurrency: 4,
+            requests_per_second: 5.0,
+            max_retries: 3,
+        };
+        let account = |name: &str, region: &str, sim: &Simulator, id: &str, secret: &str| {
+            AccountConfig {
+                sas: SasConfig {
+                    region: region.to_owned(),
+                    // The simulators bind 127.0.0.1, where plain http is a valid endpoint.
+                    endpoint: sim.url().parse::<Endpoint>().ok(),
+                    signature_version: SignatureVersion::V3,
+                    timeout: Duration::from_secs(5),
+                    timezone: DEMO_TIMEZONE,
+                },
+                credentials: Some(CredentialsConfig {
+                    access_key_id: Some(id.to_owned()),
+                    access_key_secret: Some(SecretString::from(secret)),
+                    ..CredentialsConfig::default()
+                }),
+                ..AccountConfig::new(name, &polling)
+            }
+        };
         Config {
-            sas: SasConfig {
-                // The simulator binds 127.0.0.1, where plain http is a valid endpoint.
-                endpoint: Some(
-                    self.simulator
-                        .url()
-                        .parse::<Endpoint>()
-                        .expect("the simulator listens on loopback http"),
+            accounts: vec![
+                account(
+                    "prod",
+                    "cn-hangzhou",
+                    &self.simulator,
+                    SIM_ACCESS_KEY_ID,
+                    SIM_ACCESS_KEY_SECRET,
                 ),
-                signature_version: SignatureVersion::V3,
-                timeout: Duration::from_secs(5),
-                timezone: DEMO_TIMEZONE,
-                ..SasConfig::default()
-            },
-            credentials: Some(CredentialsConfig {
-                access_key_id: Some(SIM_ACCESS_KEY_ID.to_owned()),
-                access_key_secret: Some(SecretString::from(SIM_ACCESS_KEY_SECRET)),
-                ..CredentialsConfig::default()
-            }),
-            // Faster than production so the demo visibly moves; still well inside the rate limit.
-            polling: PollingConfig {
-                interval: Duration::from_secs(60),
-                active_interval: Duration::from_secs(5),
-                concurrency: 4,
-                requests_per_second: 5.0,
-                max_retries: 3,
-            },
+                AccountConfig {
+                    requests_per_second: 2.0,
+                    concurrency: 2,
+                    ..account(
+                        "intl",
+                        "ap-southeast-1",
+                        &self.intl,
+                        INTL_KEY_ID,
+                        INTL_KEY_SECRET,
+                    )
+                },
+            ],
+            polling,
             targets,
             target_files: Vec::new(),
             state_file: None,
@@ -738,7 +791,8 @@ mod tests {
                 )
             })
             .collect();
-        let parsed = config::parse_targets(&yaml, "demo.yml", &|_| None).expect("valid targets");
+        let parsed = config::parse_targets(&yaml, "demo.yml", &|_| None, &["default".to_owned()])
+            .expect("valid targets");
         assert_eq!(parsed.len(), 12);
     }
 
@@ -753,14 +807,19 @@ mod tests {
             |name: &str| (name == "ALIBABA_CLOUD_ACCESS_KEY_ID").then(|| "LTAIexample".to_owned());
         let cfg = Config::parse(&text, path, &env).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(cfg.targets.len(), 3);
-        assert_eq!(cfg.sas.region, "cn-shanghai");
-        assert_eq!(cfg.sas.signature_version, SignatureVersion::V3);
+        assert_eq!(cfg.accounts.len(), 1);
+        assert_eq!(cfg.accounts[0].name, "default");
+        assert_eq!(cfg.accounts[0].sas.region, "cn-shanghai");
+        assert_eq!(cfg.accounts[0].sas.signature_version, SignatureVersion::V3);
         assert_eq!(cfg.polling.interval, Duration::from_secs(600));
         assert_eq!(cfg.polling.active_interval, Duration::from_secs(30));
         assert_eq!(cfg.polling.requests_per_second, 5.0);
         assert_eq!(cfg.target_files, vec!["targets.d/*.yml".to_owned()]);
         assert_eq!(cfg.state_file, None);
-        let creds = cfg.credentials.expect("credentials section");
+        let creds = cfg.accounts[0]
+            .credentials
+            .clone()
+            .expect("credentials section");
         assert_eq!(creds.access_key_id.as_deref(), Some("LTAIexample"));
         assert!(creds.access_key_secret.is_none());
         assert!(creds.access_key_secret_file.is_some());
@@ -768,8 +827,8 @@ mod tests {
 
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/targets.d/example.yml");
         let text = std::fs::read_to_string(path).expect("example target file exists");
-        let targets =
-            config::parse_targets(&text, path, &|_| None).unwrap_or_else(|e| panic!("{e}"));
+        let targets = config::parse_targets(&text, path, &|_| None, &["default".to_owned()])
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(targets.len(), 2);
         assert!(targets.iter().all(|t| !t.labels.is_empty()));
     }
@@ -792,14 +851,15 @@ mod tests {
 
     /// The real client, configured as the exporter would be for the demo.
     async fn demo_client(cfg: &Config) -> SasClient {
+        let prod = &cfg.accounts[0];
         let creds = credentials::provider_from_config(
-            cfg.credentials.as_ref(),
+            prod.credentials.as_ref(),
             &|_| None,
             crate::clock::Clock::system(),
         )
         .await
         .expect("demo credentials");
-        SasClient::new(cfg.sas.client_options(), creds).expect("client builds")
+        SasClient::new(prod.sas.client_options(), creds).expect("client builds")
     }
 
     #[tokio::test]
@@ -809,14 +869,30 @@ mod tests {
         let started = std::time::Instant::now();
         let cfg = demo.config();
         assert_eq!(
-            cfg.sas.endpoint.as_ref().map(Endpoint::as_str),
+            cfg.accounts[0].sas.endpoint.as_ref().map(Endpoint::as_str),
             Some(demo.simulator.url().as_str())
         );
-        assert_eq!(cfg.targets.len(), 12);
+        assert_eq!(
+            cfg.accounts
+                .iter()
+                .map(|a| a.name.as_str())
+                .collect::<Vec<_>>(),
+            ["prod", "intl"]
+        );
+        assert_eq!(cfg.accounts[0].sas.site(), crate::config::Site::China);
+        assert_eq!(
+            cfg.accounts[1].sas.site(),
+            crate::config::Site::International
+        );
+        assert_eq!(
+            cfg.accounts[1].sas.endpoint.as_ref().map(Endpoint::as_str),
+            Some(demo.intl.url().as_str())
+        );
+        assert_eq!(cfg.targets.len(), 12 + INTL_STORIES.len());
         let client = demo_client(&cfg).await;
 
         let mut seen = Vec::new();
-        for (i, target) in cfg.targets.iter().enumerate() {
+        for (i, target) in cfg.targets.iter().take(12).enumerate() {
             let story = &STORIES[i];
             match client.describe_image_latest_scan_task(&target.digest).await {
                 Ok(result) => {

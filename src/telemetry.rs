@@ -2,7 +2,9 @@
 //! reloads, kept in a prometheus-client registry that the scheduler and reloads update.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
+use arc_swap::{ArcSwap, ArcSwapOption};
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -10,7 +12,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::aliyun::credentials::ProviderHandle;
 use crate::clock::unix_now;
+use crate::config::Site;
 use crate::targets::FileStatus;
 
 /// Distinct API error codes kept as label values; later ones are counted as `other`.
@@ -18,6 +22,7 @@ pub const MAX_ERROR_CODES: usize = 64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
 struct ActionLabels {
+    account: String,
     action: String,
 }
 
@@ -28,6 +33,7 @@ struct FileLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
 struct ErrorLabels {
+    account: String,
     action: String,
     code: String,
 }
@@ -97,9 +103,10 @@ impl ExporterMetrics {
         );
     }
 
-    /// Counts one HTTP request sent to the API and how long it took.
-    pub fn observe_request(&self, action: &str, seconds: f64) {
+    /// Counts one HTTP request sent to an account's API and how long it took.
+    pub fn observe_request(&self, account: &str, action: &str, seconds: f64) {
         let labels = ActionLabels {
+            account: account.to_owned(),
             action: action.to_owned(),
         };
         self.requests.get_or_create(&labels).inc();
@@ -107,14 +114,51 @@ impl ExporterMetrics {
     }
 
     /// Counts one failed request under its error code (API codes beyond the cap become `other`).
-    pub fn observe_error(&self, action: &str, code: &str) {
+    pub fn observe_error(&self, account: &str, action: &str, code: &str) {
         let code = self.bounded_code(code);
         self.errors
             .get_or_create(&ErrorLabels {
+                account: account.to_owned(),
                 action: action.to_owned(),
                 code,
             })
             .inc();
+    }
+
+    /// Drops an account's API series: it left the configuration, so its counters would only
+    /// linger as stale series.
+    pub(crate) fn forget_account(&self, account: &str, actions: &[&str]) {
+        let codes: Vec<String> = self
+            .codes_seen
+            .lock()
+            .iter()
+            .cloned()
+            .chain(
+                [
+                    "timeout",
+                    "connect",
+                    "http_5xx",
+                    "invalid_response",
+                    "other",
+                ]
+                .map(String::from),
+            )
+            .collect();
+        for action in actions {
+            let labels = ActionLabels {
+                account: account.to_owned(),
+                action: (*action).to_owned(),
+            };
+            self.requests.remove(&labels);
+            self.durations.remove(&labels);
+            for code in &codes {
+                self.errors.remove(&ErrorLabels {
+                    account: account.to_owned(),
+                    action: (*action).to_owned(),
+                    code: code.clone(),
+                });
+            }
+        }
     }
 
     fn bounded_code(&self, code: &str) -> String {
@@ -155,6 +199,35 @@ impl ExporterMetrics {
         }
     }
 }
+
+/// What `/metrics` shows of one account beyond its targets: its site, the account ID that STS
+/// reported, and the credentials provider in use (for the refresh counters and expiry).
+#[derive(Debug)]
+pub(crate) struct AccountStatus {
+    /// The `account` label value.
+    pub(crate) name: Arc<str>,
+    /// The Security Center site of the account's region.
+    pub(crate) site: Site,
+    /// The provider in use, swapped when a reload changes the account's credentials.
+    pub(crate) provider: ProviderHandle,
+    /// The account ID from STS `GetCallerIdentity`; `None` until it answered.
+    pub(crate) account_id: ArcSwapOption<String>,
+}
+
+impl AccountStatus {
+    /// An account whose ID is not known yet.
+    pub(crate) fn new(name: Arc<str>, site: Site, provider: ProviderHandle) -> Self {
+        AccountStatus {
+            name,
+            site,
+            provider,
+            account_id: ArcSwapOption::empty(),
+        }
+    }
+}
+
+/// Every configured account, swapped whole when a reload adds or removes one.
+pub(crate) type AccountsHandle = Arc<ArcSwap<Vec<Arc<AccountStatus>>>>;
 
 #[cfg(test)]
 mod tests {

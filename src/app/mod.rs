@@ -1,22 +1,22 @@
-//! Assembles a running exporter from a configuration: client, scheduler, snapshot store, metrics,
+//! Assembles a running exporter from a configuration: the accounts (each with its client and
+//! scheduler), snapshot store, metrics,
 //! HTTP server, reloads, target-file watching and the state file. The binary and the integration
 //! tests both start it through here.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::aliyun::client::{ClientBuildError, SasClient};
-use crate::aliyun::credentials::{self, CredentialsError, ProviderHandle};
 use crate::config::Config;
 use crate::exposition::encode::Exposition;
-use crate::poll::scheduler::Scheduler;
 use crate::poll::state_file;
 use crate::poll::store::Store;
 use crate::server::listener;
@@ -24,14 +24,18 @@ use crate::server::routes::{App, Reload};
 use crate::server::webconfig::{self, WebHandle};
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 use crate::targets::TargetFiles;
-use crate::telemetry::ExporterMetrics;
+use crate::telemetry::{AccountsHandle, ExporterMetrics};
 
+pub(crate) mod accounts;
 pub(crate) mod options;
 pub(crate) mod reload;
 
+pub use accounts::AccountError;
+use accounts::Accounts;
 pub use options::Options;
+use options::env_var;
 pub use reload::{ReloadError, ReloadOutcome};
-use reload::{Reloader, base_dir, env_var, retained_config};
+use reload::{Reloader, base_dir, retained_config};
 
 /// The state file is written at most this often (and at shutdown).
 pub const STATE_WRITE_EVERY: Duration = Duration::from_secs(5);
@@ -39,12 +43,9 @@ pub const STATE_WRITE_EVERY: Duration = Duration::from_secs(5);
 /// Why the exporter could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// No usable credentials.
+    /// An account's credentials or client could not be set up.
     #[error(transparent)]
-    Credentials(#[from] CredentialsError),
-    /// The API client could not be built.
-    #[error(transparent)]
-    Client(#[from] ClientBuildError),
+    Account(#[from] AccountError),
     /// A listener's address could not be read.
     #[error("cannot read the listen address: {0}")]
     Listener(std::io::Error),
@@ -54,20 +55,25 @@ pub enum StartError {
 }
 
 /// A running exporter.
-#[derive(Debug)]
 pub struct Exporter {
     /// Where the HTTP server listens.
     pub addrs: Vec<SocketAddr>,
     /// The published state.
     pub store: Arc<Store>,
-    /// The polling engine.
-    pub scheduler: Scheduler,
     /// Reloads configuration and target files.
     pub(crate) reloader: Arc<Reloader>,
+    accounts: Arc<Mutex<Accounts>>,
     trigger: ShutdownTrigger,
-    poller: JoinHandle<()>,
     others: Vec<JoinHandle<()>>,
     state_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Exporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exporter")
+            .field("addrs", &self.addrs)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Exporter {
@@ -82,15 +88,7 @@ impl Exporter {
             None => webconfig::WebSettings::plain(),
         };
         let web: WebHandle = Arc::new(ArcSwap::from_pointee(web_settings));
-        let provider = credentials::provider_from_config(
-            config.credentials.as_ref(),
-            &env_var,
-            options.clock.clone(),
-        )
-        .await?;
-        tracing::info!(provider = provider.name(), "credentials provider selected");
-        let client = SasClient::new(config.sas.client_options(), Arc::clone(&provider))?
-            .with_clock(options.clock.clone());
+        let prepared = accounts::prepare(&config.accounts, &BTreeMap::new(), &options).await?;
         let addrs = listeners
             .iter()
             .map(TcpListener::local_addr)
@@ -125,25 +123,26 @@ impl Exporter {
         let metrics = Arc::new(ExporterMetrics::default());
         metrics.config_loaded(true);
         metrics.target_files(files.status());
-        let scheduler = Scheduler::new(
-            client.clone(),
-            config.polling.clone(),
-            &assembled.targets,
-            &restored,
+        let view: AccountsHandle = Arc::new(ArcSwap::from_pointee(Vec::new()));
+        let (trigger, signal) = shutdown::channel();
+        let mut running = Accounts::new(
             Arc::clone(&store),
             Arc::clone(&metrics),
+            Arc::clone(&view),
+            options.clone(),
+            signal.clone(),
         );
-        let provider: ProviderHandle = Arc::new(ArcSwap::from_pointee(provider));
+        running.apply(prepared, &config.polling, &assembled.targets, &restored);
+        let accounts = Arc::new(Mutex::new(running));
         let reloader = Arc::new(Reloader::new(
             options.clone(),
-            scheduler.clone(),
+            Arc::clone(&accounts),
             Arc::clone(&metrics),
-            Arc::clone(&provider),
-            (retained_config(config), client),
+            retained_config(config),
             files,
         ));
         let app = Arc::new(App {
-            exposition: Exposition::new(Arc::clone(&store), &metrics, provider),
+            exposition: Exposition::new(Arc::clone(&store), &metrics, view),
             store: Arc::clone(&store),
             telemetry_path: options.telemetry_path.clone(),
             reloader: options
@@ -151,13 +150,6 @@ impl Exporter {
                 .then(|| Arc::clone(&reloader) as Arc<dyn Reload>),
             web: Arc::clone(&web),
         });
-        let (trigger, signal) = shutdown::channel();
-        let poller = {
-            let scheduler = scheduler.clone();
-            let signal = signal.clone();
-            let grace = config.sas.timeout;
-            tokio::spawn(async move { scheduler.run(signal, grace).await })
-        };
         let mut others = vec![tokio::spawn(listener::serve(
             listeners,
             app,
@@ -186,18 +178,17 @@ impl Exporter {
         tracing::info!(
             targets = assembled.targets.len(),
             configured = assembled.total_before_shard,
+            accounts = config.accounts.len(),
             shard = format!("{}/{}", options.shard.index, options.shard.total),
             listen = ?addrs,
-            endpoint = %config.sas.endpoint_url(),
             "exporter started"
         );
         Ok(Exporter {
             addrs,
             store,
-            scheduler,
             reloader,
+            accounts,
             trigger,
-            poller,
             others,
             state_file: config.state_file.clone(),
         })
@@ -208,14 +199,18 @@ impl Exporter {
         self.reloader.reload().await
     }
 
+    /// The current request rate of an account's token bucket (lower than configured while it
+    /// recovers from throttling), or `None` for an account that is not configured.
+    pub fn current_rate(&self, account: &str) -> Option<f64> {
+        self.accounts.lock().current_rate(account)
+    }
+
     /// Stops gracefully: no new requests, in-flight ones finish (bounded by `sas.timeout`), the
     /// final state is written, connections drain.
     pub async fn shutdown(self) {
         self.trigger.trigger();
-        if let Err(e) = self.poller.await {
-            tracing::error!(error = %e, "the poller failed during shutdown");
-        }
-        for task in self.others {
+        let pollers = self.accounts.lock().stop_all();
+        for task in pollers.into_iter().chain(self.others) {
             if let Err(e) = task.await {
                 tracing::error!(error = %e, "a background task failed during shutdown");
             }

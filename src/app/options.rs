@@ -34,3 +34,8 @@ impl Default for Options {
         }
     }
 }
+
+/// The process environment, as the config's `${VAR}` and the credential providers read it.
+pub(crate) fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}

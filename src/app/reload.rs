@@ -1,19 +1,17 @@
 //! Reloading: the config file on SIGHUP or `POST /-/reload`, and target files when they change
 //! on disk. An invalid config is rejected whole and the running one stays.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Mutex, MutexGuard};
-use secrecy::ExposeSecret;
 
-use crate::aliyun::client::{ClientBuildError, SasClient};
-use crate::aliyun::credentials::{self, CredentialsError, ProviderHandle};
-use crate::app::options::Options;
-use crate::config::{Config, ConfigError, CredentialsConfig};
-use crate::poll::scheduler::Scheduler;
+use crate::app::accounts::{self, AccountError, Accounts};
+use crate::app::options::{Options, env_var};
+use crate::config::{Config, ConfigError};
 use crate::server::routes::{BoxFuture, Reload};
 use crate::shutdown::Shutdown;
 use crate::targets::TargetFiles;
@@ -28,12 +26,9 @@ pub enum ReloadError {
     /// The new config file is invalid (every problem is listed).
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The new credentials section yields no usable credentials.
-    #[error("credentials: {0}")]
-    Credentials(#[from] CredentialsError),
-    /// The new `sas` section yields no usable client.
+    /// An account's new credentials or `sas` section yields no usable provider or client.
     #[error(transparent)]
-    Client(#[from] ClientBuildError),
+    Account(#[from] AccountError),
 }
 
 /// What a successful reload applied.
@@ -82,17 +77,12 @@ impl fmt::Display for ReloadOutcome {
     }
 }
 
-pub(crate) fn env_var(name: &str) -> Option<String> {
-    std::env::var(name).ok()
-}
-
-/// Re-reads configuration and target files and applies them to the running scheduler.
+/// Re-reads configuration and target files and applies them to the running accounts.
 pub(crate) struct Reloader {
     options: Options,
-    scheduler: Scheduler,
+    accounts: Arc<Mutex<Accounts>>,
     metrics: Arc<ExporterMetrics>,
-    provider: ProviderHandle,
-    current: Mutex<(Config, SasClient)>,
+    current: Mutex<Config>,
     files: Mutex<TargetFiles>,
     serial: tokio::sync::Mutex<()>,
 }
@@ -110,45 +100,23 @@ pub(crate) fn base_dir(config_path: Option<&Path>) -> PathBuf {
         .map_or_else(|| PathBuf::from("."), Path::to_owned)
 }
 
-/// True when two credentials sections would build the same provider.
-fn same_credentials(a: Option<&CredentialsConfig>, b: Option<&CredentialsConfig>) -> bool {
-    let secret =
-        |s: &Option<secrecy::SecretString>| s.as_ref().map(|s| s.expose_secret().to_owned());
-    match (a, b) {
-        (None, None) => true,
-        (Some(a), Some(b)) => {
-            // Debug redacts the secrets, so they are compared on their own.
-            format!("{a:?}") == format!("{b:?}")
-                && secret(&a.access_key_secret) == secret(&b.access_key_secret)
-                && secret(&a.security_token) == secret(&b.security_token)
-        }
-        _ => false,
-    }
-}
-
 impl Reloader {
-    /// A reloader that starts from `current` (the retained start-up config and its client).
+    /// A reloader that starts from `current` (the retained start-up config).
     pub(crate) fn new(
         options: Options,
-        scheduler: Scheduler,
+        accounts: Arc<Mutex<Accounts>>,
         metrics: Arc<ExporterMetrics>,
-        provider: ProviderHandle,
-        current: (Config, SasClient),
+        current: Config,
         files: TargetFiles,
     ) -> Self {
         Reloader {
             options,
-            scheduler,
+            accounts,
             metrics,
-            provider,
             current: Mutex::new(current),
             files: Mutex::new(files),
             serial: tokio::sync::Mutex::new(()),
         }
-    }
-
-    fn lock_current(&self) -> MutexGuard<'_, (Config, SasClient)> {
-        self.current.lock()
     }
 
     fn lock_files(&self) -> MutexGuard<'_, TargetFiles> {
@@ -177,30 +145,9 @@ impl Reloader {
 
     async fn reload_from(&self, path: &Path) -> Result<ReloadOutcome, ReloadError> {
         let config = Config::load(path)?;
-        let (old_sas, old_creds, old_client) = {
-            let cur = self.lock_current();
-            (cur.0.sas.clone(), cur.0.credentials.clone(), cur.1.clone())
-        };
-        let creds_changed = !same_credentials(old_creds.as_ref(), config.credentials.as_ref());
-        let client = if creds_changed || old_sas != config.sas {
-            let provider = if creds_changed {
-                let p = credentials::provider_from_config(
-                    config.credentials.as_ref(),
-                    &env_var,
-                    self.options.clock.clone(),
-                )
-                .await?;
-                tracing::info!(provider = p.name(), "credentials provider selected");
-                self.provider.store(Arc::new(Arc::clone(&p)));
-                p
-            } else {
-                Arc::clone(old_client.credentials_provider())
-            };
-            SasClient::new(config.sas.client_options(), provider)?
-                .with_clock(self.options.clock.clone())
-        } else {
-            old_client
-        };
+        // Everything that can fail is built before anything running changes.
+        let running = self.accounts.lock().current();
+        let prepared = accounts::prepare(&config.accounts, &running, &self.options).await?;
         let assembled = self.lock_files().assemble(
             &config,
             &base_dir(Some(path)),
@@ -208,8 +155,12 @@ impl Reloader {
             &env_var,
         );
         self.metrics.target_files(self.lock_files().status());
-        self.scheduler
-            .reconfigure(client.clone(), config.polling.clone(), &assembled.targets);
+        self.accounts.lock().apply(
+            prepared,
+            &config.polling,
+            &assembled.targets,
+            &HashMap::new(),
+        );
         let outcome = ReloadOutcome::Applied {
             targets: assembled.targets.len(),
             configured: assembled.total_before_shard,
@@ -217,14 +168,14 @@ impl Reloader {
             shard_total: self.options.shard.total,
             problems: assembled.problems,
         };
-        *self.lock_current() = (config, client);
+        *self.current.lock() = retained_config(&config);
         Ok(outcome)
     }
 
     /// Re-reads the target files if any changed on disk, keeping the rest of the config.
     pub(crate) async fn refresh_target_files(&self) {
         let _serial = self.serial.lock().await;
-        let (config, client) = self.lock_current().clone();
+        let config = self.current.lock().clone();
         let base = base_dir(self.options.config_path.as_deref());
         if !self.lock_files().changed(&config, &base) {
             return;
@@ -237,8 +188,9 @@ impl Reloader {
             targets = assembled.targets.len(),
             "target files changed on disk; targets updated"
         );
-        self.scheduler
-            .reconfigure(client, config.polling.clone(), &assembled.targets);
+        let mut accounts = self.accounts.lock();
+        let kept = accounts.keep_as_they_are();
+        accounts.apply(kept, &config.polling, &assembled.targets, &HashMap::new());
     }
 }
 
@@ -247,8 +199,7 @@ impl Reloader {
 /// so a 10 000-target list is not kept twice for the life of the process.
 pub(crate) fn retained_config(config: &Config) -> Config {
     Config {
-        sas: config.sas.clone(),
-        credentials: config.credentials.clone(),
+        accounts: config.accounts.clone(),
         polling: config.polling.clone(),
         targets: if config.target_files.is_empty() {
             Vec::new()

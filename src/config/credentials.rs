@@ -96,8 +96,12 @@ enum EcsRole {
 }
 
 impl Decoder<'_> {
-    pub(super) fn credentials(&mut self, key: &Span, node: &Node) -> Option<CredentialsConfig> {
-        let p = "credentials";
+    pub(super) fn credentials(
+        &mut self,
+        key: &Span,
+        node: &Node,
+        p: &str,
+    ) -> Option<CredentialsConfig> {
         let empty = MarkedMappingNode::new_empty(Span::new_blank());
         let m = match self.mapping(node, p) {
             Field::Set(m, _) => m,
@@ -136,7 +140,7 @@ impl Decoder<'_> {
             self.literal_secret |=
                 !s.as_str().is_empty() && !is_null(s) && !s.as_str().contains("${");
         }
-        self.check_credentials(key, m, &f);
+        self.check_credentials(key, m, &f, p);
         Some(CredentialsConfig {
             access_key_id: f.id.ok(),
             access_key_secret: f.secret.ok(),
@@ -255,7 +259,13 @@ impl Decoder<'_> {
     /// Cross-field rules. A value already reported as invalid still counts as given (it can be
     /// ambiguous with another source, and it satisfies what needs it), but it is not itself told
     /// that it needs something else, so one mistake yields one problem.
-    fn check_credentials(&mut self, key: &Span, m: &MarkedMappingNode, f: &CredentialFields) {
+    fn check_credentials(
+        &mut self,
+        key: &Span,
+        m: &MarkedMappingNode,
+        f: &CredentialFields,
+        p: &str,
+    ) {
         let statics = [
             f.id.invalid(),
             f.secret.invalid(),
@@ -263,7 +273,7 @@ impl Decoder<'_> {
             f.token.invalid(),
         ];
         if !statics.contains(&true) {
-            self.check_static_keys(f);
+            self.check_static_keys(f, p);
         }
 
         let anything = [
@@ -285,7 +295,7 @@ impl Decoder<'_> {
         if !anything.contains(&true) {
             self.report(
                 key,
-                "credentials: no credentials given; set access_key_id with access_key_secret_file, profile, ram_role_arn, ecs_ram_role or oidc, or remove the section to use the default credential chain".to_owned(),
+                format!("{p}: no credentials given; set access_key_id with access_key_secret_file, profile, ram_role_arn, ecs_ram_role or oidc, or remove the section to use the default credential chain"),
             );
         }
 
@@ -311,7 +321,7 @@ impl Decoder<'_> {
                 self.report(
                     at,
                     format!(
-                        "credentials: ambiguous: both {} and {} are given; choose one source",
+                        "{p}: ambiguous: both {} and {} are given; choose one source",
                         earlier.key(),
                         later.key()
                     ),
@@ -324,13 +334,13 @@ impl Decoder<'_> {
         if let (Some(at), false) = (f.session.present(), role || oidc) {
             self.report(
                 &at,
-                "credentials: role_session_name is set but neither ram_role_arn nor oidc is; it names the session of an assumed role, so set one of them or remove it".to_owned(),
+                format!("{p}: role_session_name is set but neither ram_role_arn nor oidc is; it names the session of an assumed role, so set one of them or remove it"),
             );
         }
         if let (Some(at), false) = (f.duration.present(), role || oidc) {
             self.report(
                 &at,
-                "credentials: duration is set but neither ram_role_arn nor oidc is; it is the lifetime of an assumed role's credentials, so set one of them or remove it".to_owned(),
+                format!("{p}: duration is set but neither ram_role_arn nor oidc is; it is the lifetime of an assumed role's credentials, so set one of them or remove it"),
             );
         }
         for (name, field) in [("external_id", &f.external_id), ("policy", &f.policy)] {
@@ -338,19 +348,19 @@ impl Decoder<'_> {
                 self.report(
                     &at,
                     format!(
-                        "credentials: {name} is set but ram_role_arn is not; it only applies to AssumeRole, so set ram_role_arn or remove it"
+                        "{p}: {name} is set but ram_role_arn is not; it only applies to AssumeRole, so set ram_role_arn or remove it"
                     ),
                 );
             }
         }
     }
 
-    fn check_static_keys(&mut self, f: &CredentialFields) {
+    fn check_static_keys(&mut self, f: &CredentialFields, p: &str) {
         let (id, secret, file, token) = (&f.id, &f.secret, &f.file, &f.token);
         if let (Some(at), Some(_)) = (secret.present(), file.present()) {
             self.report(
                 &at,
-                "credentials: access_key_secret and access_key_secret_file are mutually exclusive; keep only one (preferably access_key_secret_file)".to_owned(),
+                format!("{p}: access_key_secret and access_key_secret_file are mutually exclusive; keep only one (preferably access_key_secret_file)"),
             );
         }
         let secret_source = secret
@@ -360,17 +370,17 @@ impl Decoder<'_> {
         match (id.present(), secret_source) {
             (Some(at), None) => self.report(
                 &at,
-                "credentials: access_key_id is set but neither access_key_secret nor access_key_secret_file is; set one of them".to_owned(),
+                format!("{p}: access_key_id is set but neither access_key_secret nor access_key_secret_file is; set one of them"),
             ),
             (None, Some((name, at))) => self.report(
                 &at,
-                format!("credentials: {name} is set but access_key_id is not; set access_key_id too"),
+                format!("{p}: {name} is set but access_key_id is not; set access_key_id too"),
             ),
             (None, None) => {
                 if let Some(at) = token.present() {
                     self.report(
                         &at,
-                        "credentials: security_token is set but access_key_id and access_key_secret are not; an STS token needs both".to_owned(),
+                        format!("{p}: security_token is set but access_key_id and access_key_secret are not; an STS token needs both"),
                     );
                 }
             }

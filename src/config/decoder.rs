@@ -5,9 +5,11 @@ use marked_yaml::{LoadError, LoaderOptions, Node, Span};
 
 use super::env::{Env, expand};
 use super::problem::{ConfigError, Location, Problem};
+use super::types::DEFAULT_ACCOUNT;
 
 /// The sections a config file may have.
 pub(super) const TOP_KEYS: &[&str] = &[
+    "accounts",
     "sas",
     "credentials",
     "polling",
@@ -93,6 +95,8 @@ pub(super) struct Decoder<'a> {
     pub(super) problems: Vec<Problem>,
     /// Whether the file itself holds a secret, so its permissions matter.
     pub(super) literal_secret: bool,
+    /// The configured account names, which a target's `account` must be one of.
+    pub(super) accounts: Vec<String>,
 }
 
 impl<'a> Decoder<'a> {
@@ -103,6 +107,7 @@ impl<'a> Decoder<'a> {
             env,
             problems: Vec::new(),
             literal_secret: false,
+            accounts: vec![DEFAULT_ACCOUNT.to_owned()],
         }
     }
 

@@ -9,7 +9,7 @@ use marked_yaml::{Node, Span};
 
 use super::decoder::{Decoder, Field, TOP_KEYS, entry, join};
 use super::merge::dedupe_targets;
-use super::types::{Config, PollingConfig, SasConfig, Target};
+use super::types::{AccountConfig, Config, DEFAULT_ACCOUNT, PollingConfig, SasConfig, Target};
 use super::values::parse_endpoint;
 use super::values::{
     check_label_name, duration_in, integer_in, normalize_digest, parse_rate, parse_region,
@@ -30,7 +30,7 @@ const POLLING_KEYS: &[&str] = &[
     "requests_per_second",
     "max_retries",
 ];
-const TARGET_KEYS: &[&str] = &["digest", "labels"];
+const TARGET_KEYS: &[&str] = &["digest", "account", "labels"];
 
 const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 const MIN_INTERVAL: Duration = Duration::from_secs(1);
@@ -43,12 +43,35 @@ impl Decoder<'_> {
     pub(super) fn config(&mut self, root: &MarkedMappingNode) -> Config {
         self.check_keys(root, "", TOP_KEYS);
         let empty = MarkedMappingNode::new_empty(Span::new_blank());
-        let sas = self.section(root, "sas").unwrap_or(&empty);
-        let sas = self.sas(sas);
-        let credentials =
-            entry(root, "credentials").and_then(|(key, node)| self.credentials(key.span(), node));
         let polling = self.section(root, "polling").unwrap_or(&empty);
         let polling = self.polling(polling);
+        let accounts = match entry(root, "accounts") {
+            Some((_, node)) => {
+                for section in ["sas", "credentials"] {
+                    if let Some((key, _)) = entry(root, section) {
+                        self.report(
+                            key.span(),
+                            format!(
+                                "{section}: not allowed beside accounts; with accounts: every account has its own {section} section"
+                            ),
+                        );
+                    }
+                }
+                self.accounts(node, &polling)
+            }
+            None => {
+                let sas = self.section(root, "sas").unwrap_or(&empty);
+                let sas = self.sas(sas, "sas");
+                let credentials = entry(root, "credentials")
+                    .and_then(|(key, node)| self.credentials(key.span(), node, "credentials"));
+                vec![AccountConfig {
+                    sas,
+                    credentials,
+                    ..AccountConfig::new(DEFAULT_ACCOUNT, &polling)
+                }]
+            }
+        };
+        self.accounts = accounts.iter().map(|a| a.name.clone()).collect();
         let targets = match root.get_node("targets") {
             Some(node) => {
                 let targets = self.targets(node, "targets");
@@ -64,8 +87,7 @@ impl Decoder<'_> {
             .optional(root, "state_file", "", |s| Ok(PathBuf::from(s)))
             .ok();
         Config {
-            sas,
-            credentials,
+            accounts,
             polling,
             targets,
             target_files,
@@ -73,8 +95,7 @@ impl Decoder<'_> {
         }
     }
 
-    fn sas(&mut self, m: &MarkedMappingNode) -> SasConfig {
-        let p = "sas";
+    pub(super) fn sas(&mut self, m: &MarkedMappingNode, p: &str) -> SasConfig {
         self.check_keys(m, p, SAS_KEYS);
         let defaults = SasConfig::default();
         SasConfig {
@@ -163,9 +184,11 @@ impl Decoder<'_> {
             Some(node) => self.labels(node, &join(path, "labels")),
             None => BTreeMap::new(),
         };
+        let account = self.target_account(m, path);
         match self.value(m, "digest", path, normalize_digest) {
             Field::Set(digest, at) => Some(Target {
                 digest,
+                account: account?,
                 labels,
                 location: self.location(&at),
             }),

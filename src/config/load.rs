@@ -37,13 +37,16 @@ impl Config {
     }
 }
 
-/// Parses a target file (a YAML list shaped like `targets`), de-duplicated within the file.
+/// Parses a target file (a YAML list shaped like `targets`), de-duplicated within the file. Each
+/// entry's `account` must be one of `accounts` (and may be left out when there is only one).
 pub fn parse_targets(
     text: &str,
     file: &str,
     env: &dyn Fn(&str) -> Option<String>,
+    accounts: &[String],
 ) -> Result<Vec<Target>, ConfigError> {
     let mut d = Decoder::new(file, env);
+    d.accounts = accounts.to_vec();
     let targets = match d.load(text, FileKind::Targets) {
         Some(root) => {
             let targets = d.targets(&root, "targets");

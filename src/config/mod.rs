@@ -10,6 +10,7 @@
 //! by `values` and `${VAR}` expansion lives in `env`; endpoint overrides are parsed into the API
 //! layer's `Endpoint`.
 
+mod accounts;
 mod credentials;
 mod decoder;
 mod document;
@@ -25,7 +26,7 @@ pub use load::parse_targets;
 pub use merge::{dedupe_targets, merge_targets};
 pub use problem::{ConfigError, Location, Problem};
 pub use types::{
-    Config, CredentialsConfig, OidcConfig, PollingConfig, SasConfig, SignatureVersion, Target,
-    endpoint_host_for_region,
+    AccountConfig, Config, CredentialsConfig, DEFAULT_ACCOUNT, OidcConfig, PollingConfig,
+    SasConfig, SignatureVersion, Site, Target, endpoint_host_for_region,
 };
 pub use values::{RESERVED_LABELS, normalize_digest};

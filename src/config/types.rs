@@ -1,6 +1,7 @@
 //! What a valid configuration becomes.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -25,21 +26,89 @@ const DEFAULT_ACTIVE_INTERVAL: Duration = Duration::from_secs(30);
 const MAINLAND_HOST: &str = "tds.cn-shanghai.aliyuncs.com";
 const INTERNATIONAL_HOST: &str = "tds.ap-southeast-1.aliyuncs.com";
 
+/// The name of the account that a configuration without `accounts:` describes.
+pub const DEFAULT_ACCOUNT: &str = "default";
+
 /// The whole validated configuration; built only through [`Config::parse`] or [`Config::load`].
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Config {
-    /// How to reach the Security Center API.
-    pub sas: SasConfig,
-    /// Explicit credentials; `None` means the Alibaba Cloud default credential chain.
-    pub credentials: Option<CredentialsConfig>,
-    /// Refresh schedule and request limits.
+    /// The accounts to watch, at least one, in file order with unique names. Without
+    /// `accounts:` the top-level `sas` and `credentials` sections form the one account `default`.
+    pub accounts: Vec<AccountConfig>,
+    /// Refresh schedule, retries, and the defaults for each account's request limits.
     pub polling: PollingConfig,
-    /// Digests listed inline, de-duplicated, in file order.
+    /// Digests listed inline, de-duplicated per account, in file order.
     pub targets: Vec<Target>,
     /// Globs of extra target files, kept as written so a reload re-expands them.
     pub target_files: Vec<String>,
     /// Where results survive restarts; `None` disables persistence.
     pub state_file: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let polling = PollingConfig::default();
+        Config {
+            accounts: vec![AccountConfig::new(DEFAULT_ACCOUNT, &polling)],
+            polling,
+            targets: Vec::new(),
+            target_files: Vec::new(),
+            state_file: None,
+        }
+    }
+}
+
+/// One Alibaba Cloud account: its own endpoint, credentials and request budget.
+#[derive(Clone, Debug)]
+pub struct AccountConfig {
+    /// The `account` label value: `[a-z0-9][a-z0-9_-]{0,62}`, unique.
+    pub name: String,
+    /// How to reach this account's Security Center.
+    pub sas: SasConfig,
+    /// Explicit credentials; `None` means the Alibaba Cloud default credential chain.
+    pub credentials: Option<CredentialsConfig>,
+    /// This account's own token bucket, retries included.
+    pub requests_per_second: f64,
+    /// This account's own limit of requests in flight.
+    pub concurrency: usize,
+}
+
+impl AccountConfig {
+    /// An account with the default `sas` section, the default chain and `polling`'s limits.
+    pub fn new(name: &str, polling: &PollingConfig) -> Self {
+        AccountConfig {
+            name: name.to_owned(),
+            sas: SasConfig::default(),
+            credentials: None,
+            requests_per_second: polling.requests_per_second,
+            concurrency: polling.concurrency,
+        }
+    }
+}
+
+/// Which Security Center site an account's data lives on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Site {
+    /// The mainland China site.
+    China,
+    /// The international site.
+    International,
+}
+
+impl Site {
+    /// The `site` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Site::China => "china",
+            Site::International => "international",
+        }
+    }
+}
+
+impl fmt::Display for Site {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The `sas` section.
@@ -71,6 +140,12 @@ impl Default for SasConfig {
 
 impl SasConfig {
     /// The API endpoint: the override, else the public host of the region's site.
+    /// The site the region belongs to (an endpoint override reaches the same site's data).
+    pub fn site(&self) -> Site {
+        site_of_region(&self.region)
+    }
+
+    /// The endpoint to call: the override, else the public host of the region's site.
     pub fn endpoint_url(&self) -> Endpoint {
         match &self.endpoint {
             Some(endpoint) => endpoint.clone(),
@@ -81,10 +156,17 @@ impl SasConfig {
 
 /// Security Center data lives per site, not per region, so only two public hosts exist.
 pub fn endpoint_host_for_region(region: &str) -> &'static str {
+    match site_of_region(region) {
+        Site::China => MAINLAND_HOST,
+        Site::International => INTERNATIONAL_HOST,
+    }
+}
+
+fn site_of_region(region: &str) -> Site {
     if region.starts_with("cn-") || region.contains("-finance-") || region.contains("-gov-") {
-        MAINLAND_HOST
+        Site::China
     } else {
-        INTERNATIONAL_HOST
+        Site::International
     }
 }
 
@@ -120,6 +202,8 @@ impl Default for PollingConfig {
 pub struct Target {
     /// Lower-case bare hex, the one form used in labels and API calls.
     pub digest: String,
+    /// The account whose Security Center is asked about this digest.
+    pub account: String,
     /// Extra labels put on every series of this digest.
     pub labels: BTreeMap<String, String>,
     /// Where the digest was written, to point at duplicates across files.
@@ -127,20 +211,39 @@ pub struct Target {
 }
 
 impl Config {
-    /// One line for `--config.check`, so an operator sees what the exporter understood.
+    /// The account named `name`, if configured.
+    pub fn account(&self, name: &str) -> Option<&AccountConfig> {
+        self.accounts.iter().find(|a| a.name == name)
+    }
+
+    /// One line for `--config.check`, so an operator sees what the exporter understood: the
+    /// totals, then each account's site, endpoint, credentials and request budget.
     pub fn summary(&self) -> String {
         let n = self.targets.len();
-        format!(
-            "config OK: {n} target{}, region {} ({}), signature {}, interval {}, active_interval {}, {} requests/s, credentials {}",
+        let accounts = self.accounts.len();
+        let mut line = format!(
+            "config OK: {n} target{}, {accounts} account{}, interval {}, active_interval {}",
             if n == 1 { "" } else { "s" },
-            self.sas.region,
-            self.sas.endpoint_url(),
-            self.sas.signature_version,
+            if accounts == 1 { "" } else { "s" },
             humantime::format_duration(self.polling.interval),
             humantime::format_duration(self.polling.active_interval),
-            self.polling.requests_per_second,
-            credentials_source(self.credentials.as_ref()),
-        )
+        );
+        for a in &self.accounts {
+            let targets = self.targets.iter().filter(|t| t.account == a.name).count();
+            line.push_str(&format!(
+                "; account {}: {targets} target{}, site {}, region {} ({}), signature {}, {} requests/s, concurrency {}, credentials {}",
+                a.name,
+                if targets == 1 { "" } else { "s" },
+                a.sas.site(),
+                a.sas.region,
+                a.sas.endpoint_url(),
+                a.sas.signature_version,
+                a.requests_per_second,
+                a.concurrency,
+                credentials_source(a.credentials.as_ref()),
+            ));
+        }
+        line
     }
 }
 

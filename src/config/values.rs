@@ -11,6 +11,7 @@ use crate::aliyun::endpoint::{Endpoint, PlainHttp};
 
 /// Label names the exporter puts on its own series, so a target may not reuse them.
 pub const RESERVED_LABELS: &[&str] = &[
+    "account",
     "digest",
     "status",
     "task_id",

@@ -15,18 +15,18 @@ use parking_lot::Mutex;
 use bytes::Bytes;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeLabelSet, LabelSetEncoder, NoLabelSet, prometheus_text, text,
+    DescriptorEncoder, EncodeLabelSet, LabelSetEncoder, prometheus_text, text,
 };
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::aliyun::credentials::ProviderHandle;
 use crate::aliyun::scan::{ScanState, ScanTask};
 use crate::build_info;
+use crate::exposition::accounts::AccountsCollector;
 use crate::exposition::negotiate::Format;
 use crate::exposition::process::ProcessCollector;
 use crate::poll::store::{Snapshot, Store, unix_now};
-use crate::telemetry::ExporterMetrics;
+use crate::telemetry::{AccountsHandle, ExporterMetrics};
 
 /// Encodes `/metrics` bodies, caching the per-digest part per snapshot version.
 #[derive(Debug)]
@@ -46,13 +46,13 @@ struct VersionCache {
 
 impl Exposition {
     /// Builds the exposition over a store and the exporter's metrics.
-    pub fn new(store: Arc<Store>, metrics: &ExporterMetrics, credentials: ProviderHandle) -> Self {
+    pub fn new(store: Arc<Store>, metrics: &ExporterMetrics, accounts: AccountsHandle) -> Self {
         let mut live = Registry::default();
         metrics.register(&mut live);
         live.register_collector(Box::new(LiveCollector {
             store: Arc::clone(&store),
-            credentials,
         }));
+        live.register_collector(Box::new(AccountsCollector(accounts)));
         live.register_collector(Box::new(ProcessCollector));
         Exposition {
             store,
@@ -112,7 +112,6 @@ impl Exposition {
 #[derive(Debug)]
 struct LiveCollector {
     store: Arc<Store>,
-    credentials: ProviderHandle,
 }
 
 impl Collector for LiveCollector {
@@ -128,37 +127,6 @@ impl Collector for LiveCollector {
             )?
             .encode_gauge(&overdue)?;
 
-        let credentials = Arc::clone(&self.credentials.load());
-        let status = credentials.status();
-        let provider = [("provider", credentials.name())];
-        encoder
-            .encode_descriptor(
-                "sas_exporter_credentials_refreshes",
-                "Successful credential fetches (the first one included)",
-                None,
-                MetricType::Counter,
-            )?
-            .encode_family(&provider.as_slice())?
-            .encode_counter::<NoLabelSet, _, u64>(&status.refreshes, None)?;
-        encoder
-            .encode_descriptor(
-                "sas_exporter_credentials_refresh_errors",
-                "Failed credential fetches",
-                None,
-                MetricType::Counter,
-            )?
-            .encode_family(&provider.as_slice())?
-            .encode_counter::<NoLabelSet, _, u64>(&status.refresh_errors, None)?;
-        if let Some(expiry) = status.expiration {
-            encoder
-                .encode_descriptor(
-                    "sas_exporter_credentials_expiry_timestamp_seconds",
-                    "When the temporary credentials in use expire, Unix seconds",
-                    None,
-                    MetricType::Gauge,
-                )?
-                .encode_gauge(&expiry.timestamp())?;
-        }
         Ok(())
     }
 }

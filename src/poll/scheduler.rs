@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use arc_swap::ArcSwap;
 use parking_lot::{Mutex, MutexGuard};
@@ -20,7 +21,7 @@ use crate::aliyun::scan::{ScanResult, ScanState, ScanStatus};
 use crate::backoff::{Backoff, jittered};
 use crate::config::{PollingConfig, Target};
 use crate::poll::limiter::RateLimiter;
-use crate::poll::store::{Known, Snapshot, Store, TargetState, unix_now};
+use crate::poll::store::{Known, Store, TargetState, unix_now};
 use crate::shutdown::Shutdown;
 use crate::telemetry::ExporterMetrics;
 
@@ -35,12 +36,15 @@ pub const PUBLISH_EVERY: Duration = Duration::from_millis(50);
 struct Inner {
     targets: BTreeMap<String, Arc<TargetState>>,
     due: BTreeSet<(Instant, String)>,
-    version: u64,
     last_credentials_error: Option<String>,
     unknown_statuses: HashSet<String>,
 }
 
 struct Shared {
+    /// The account this scheduler polls for; its targets form one part of the snapshot.
+    account: Arc<str>,
+    /// Set once the account left the configuration: nothing it still finishes is published.
+    retired: AtomicBool,
     client: ArcSwap<SasClient>,
     polling: ArcSwap<PollingConfig>,
     limiter: RateLimiter,
@@ -67,11 +71,13 @@ impl Shared {
     }
 
     fn publish(&self) {
-        // Stored under the lock, so two publishers cannot swap an older snapshot over a newer one.
-        let mut inner = self.lock();
-        inner.version += 1;
+        // Published under the lock, so this account's older part cannot replace a newer one.
+        let inner = self.lock();
+        if self.retired.load(Relaxed) {
+            return;
+        }
         self.store
-            .publish(Snapshot::new(inner.version, &inner.targets));
+            .publish_part(&self.account, inner.targets.values().cloned().collect());
     }
 }
 
@@ -88,10 +94,14 @@ impl std::fmt::Debug for Scheduler {
 }
 
 impl Scheduler {
-    /// A scheduler over `targets`. Digests found in `restored` (the state file) start with their
-    /// saved data and are due when their refresh interval since the saved fetch has passed; all
-    /// others are due at once. Publishes the first snapshot.
+    /// A scheduler over one account's `targets`, with the account's own client, token bucket
+    /// and concurrency limit (`polling` carries the account's rate and concurrency), so one
+    /// account's throttling or broken credentials never slow another's. Digests found in
+    /// `restored` (the state file) start with their saved data and are due when their refresh
+    /// interval since the saved fetch has passed; all others are due at once. Publishes the
+    /// account's first part of the snapshot.
     pub fn new(
+        account: Arc<str>,
         client: SasClient,
         polling: PollingConfig,
         targets: &[Target],
@@ -108,6 +118,8 @@ impl Scheduler {
             due.insert((at, t.digest.clone()));
         }
         let shared = Arc::new(Shared {
+            account,
+            retired: AtomicBool::new(false),
             client: ArcSwap::from_pointee(client),
             limiter: RateLimiter::new(polling.requests_per_second),
             permits: Arc::new(Semaphore::new(polling.concurrency)),
@@ -118,7 +130,6 @@ impl Scheduler {
             inner: Mutex::new(Inner {
                 targets: map,
                 due,
-                version: 0,
                 last_credentials_error: None,
                 unknown_statuses: HashSet::new(),
             }),
@@ -127,6 +138,14 @@ impl Scheduler {
         });
         shared.publish();
         Scheduler { shared }
+    }
+
+    /// The account left the configuration: its targets leave the snapshot at once, and polls
+    /// still in flight publish nothing when they end.
+    pub fn retire(&self) {
+        let _inner = self.shared.lock();
+        self.shared.retired.store(true, Relaxed);
+        self.shared.store.remove_part(&self.shared.account);
     }
 
     /// The current request rate (lower than configured while recovering from throttling).
@@ -314,19 +333,23 @@ async fn poll_digest(
         drop(held);
         let err = match result {
             Ok(r) => {
-                shared
-                    .metrics
-                    .observe_request(ACTION, started.elapsed().as_secs_f64());
+                shared.metrics.observe_request(
+                    &shared.account,
+                    ACTION,
+                    started.elapsed().as_secs_f64(),
+                );
                 shared.limiter.succeeded();
                 break Ok(r);
             }
             Err(e) => e,
         };
         if let Some(code) = err.metric_code() {
-            shared
-                .metrics
-                .observe_request(ACTION, started.elapsed().as_secs_f64());
-            shared.metrics.observe_error(ACTION, code);
+            shared.metrics.observe_request(
+                &shared.account,
+                ACTION,
+                started.elapsed().as_secs_f64(),
+            );
+            shared.metrics.observe_error(&shared.account, ACTION, code);
         }
         let wait = match err.class() {
             ErrorClass::Fatal => break Err(err),
@@ -440,7 +463,7 @@ fn record(shared: &Shared, digest: &str, outcome: Result<ScanResult, ApiError>) 
                 && inner.unknown_statuses.len() < 1000
                 && inner.unknown_statuses.insert(task.raw_status.clone())
             {
-                tracing::warn!(%digest, raw_status = %task.raw_status, "unknown scan status; reported as UNKNOWN");
+                tracing::warn!(account = %shared.account, %digest, raw_status = %task.raw_status, "unknown scan status; reported as UNKNOWN");
             }
             tracing::debug!(
                 %digest,
@@ -450,7 +473,7 @@ fn record(shared: &Shared, digest: &str, outcome: Result<ScanResult, ApiError>) 
                 "polled"
             );
             if inner.last_credentials_error.take().is_some() {
-                tracing::info!("credentials work again; polling resumed");
+                tracing::info!(account = %shared.account, "credentials work again; polling resumed");
             }
             state.data = Known::from_answer(result.task);
             state.last_success = Some(now);
@@ -463,11 +486,13 @@ fn record(shared: &Shared, digest: &str, outcome: Result<ScanResult, ApiError>) 
                 ApiError::Credentials(_) => {
                     let text = e.to_string();
                     if inner.last_credentials_error.as_deref() != Some(text.as_str()) {
-                        tracing::error!(error = %e, "not polling: no valid credentials (logged once until it changes)");
+                        tracing::error!(account = %shared.account, error = %e, "not polling: no valid credentials (logged once until it changes)");
                         inner.last_credentials_error = Some(text);
                     }
                 }
-                _ => tracing::warn!(%digest, error = %e, "poll failed; keeping the last good data"),
+                _ => {
+                    tracing::warn!(account = %shared.account, %digest, error = %e, "poll failed; keeping the last good data")
+                }
             }
             state.up = Some(false);
             state.last_error = Some(e.to_string());

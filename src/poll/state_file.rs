@@ -7,10 +7,12 @@
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::aliyun::scan::ScanTask;
+use crate::config::DEFAULT_ACCOUNT;
 use crate::poll::store::{Known, Snapshot, TargetState, unix_now};
 
 /// Identifies our files, so a foreign JSON file is not mistaken for one.
@@ -30,6 +32,9 @@ struct StateFile {
 
 #[derive(Serialize, Deserialize)]
 struct Saved {
+    /// Files written before accounts existed hold the one account `default`.
+    #[serde(default = "default_account")]
+    account: String,
     digest: String,
     /// True when a poll succeeded at least once; `task` is then the latest task or none.
     fetched: bool,
@@ -75,6 +80,7 @@ pub fn write(path: &Path, snapshot: &Snapshot) -> Result<(), StateError> {
             .iter()
             .filter(|t| t.polled())
             .map(|t| Saved {
+                account: t.account.to_string(),
                 digest: t.digest.clone(),
                 fetched: t.data.is_fetched(),
                 task: t.data.task().cloned(),
@@ -105,9 +111,9 @@ pub fn write(path: &Path, snapshot: &Snapshot) -> Result<(), StateError> {
     Ok(())
 }
 
-/// Reads a state file into per-digest states (labels are left empty: the config owns them).
-/// A missing file is `Ok` and empty.
-pub fn read(path: &Path) -> Result<HashMap<String, TargetState>, StateError> {
+/// Reads a state file into states by (account, digest); labels are left empty, since the config
+/// owns them. A missing file is `Ok` and empty.
+pub fn read(path: &Path) -> Result<HashMap<(String, String), TargetState>, StateError> {
     let invalid = |message: String| StateError::Invalid {
         path: path.to_owned(),
         message,
@@ -159,6 +165,7 @@ pub fn read(path: &Path) -> Result<HashMap<String, TargetState>, StateError> {
         .into_iter()
         .map(|s| {
             let state = TargetState {
+                account: Arc::from(s.account.as_str()),
                 digest: s.digest.clone(),
                 labels: Vec::new(),
                 data: if s.fetched {
@@ -172,9 +179,13 @@ pub fn read(path: &Path) -> Result<HashMap<String, TargetState>, StateError> {
                 refresh: std::time::Duration::ZERO,
                 added_at: unix_now(),
             };
-            (s.digest, state)
+            ((s.account, s.digest), state)
         })
         .collect())
+}
+
+fn default_account() -> String {
+    DEFAULT_ACCOUNT.to_owned()
 }
 
 #[cfg(test)]
@@ -183,7 +194,6 @@ mod tests {
     use crate::aliyun::scan::ScanStatus;
     use crate::config::{Location, Target};
     use std::collections::BTreeMap;
-    use std::sync::Arc;
 
     fn temp(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("sas-state-{}", uuid::Uuid::new_v4()));
@@ -192,10 +202,11 @@ mod tests {
     }
 
     fn snapshot() -> Snapshot {
-        let mut map = BTreeMap::new();
+        let mut targets = Vec::new();
         for (i, c) in ['a', 'b', 'c'].into_iter().enumerate() {
             let t = Target {
                 digest: c.to_string().repeat(64),
+                account: "prod".into(),
                 labels: BTreeMap::new(),
                 location: Location {
                     file: "x".into(),
@@ -224,9 +235,9 @@ mod tests {
                 }));
                 s.last_error = (i == 1).then(|| "NoPermission (HTTP 403)".into());
             }
-            map.insert(s.digest.clone(), Arc::new(s));
+            targets.push(Arc::new(s));
         }
-        Snapshot::new(5, &map)
+        Snapshot::new(5, targets)
     }
 
     #[test]
@@ -237,7 +248,8 @@ mod tests {
         let back = read(&path).expect("read");
         assert_eq!(back.len(), 2, "the never-polled target is not saved");
         for t in snap.targets.iter().filter(|t| t.polled()) {
-            let r = &back[&t.digest];
+            let r = &back[&(t.account.to_string(), t.digest.clone())];
+            assert_eq!(r.account, t.account);
             assert_eq!(r.data, t.data);
             assert_eq!(r.last_success, t.last_success);
             assert_eq!(r.up, t.up);
@@ -280,5 +292,49 @@ mod tests {
             e.ends_with("state file version Some(99) is not the supported 1"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_same_digest_in_two_accounts_is_two_entries_and_old_files_mean_default() {
+        let path = temp("state.json");
+        let target = |account: &str| Target {
+            digest: "d".repeat(64),
+            account: account.into(),
+            labels: BTreeMap::new(),
+            location: Location {
+                file: "x".into(),
+                line: 1,
+                column: 1,
+            },
+        };
+        let states: Vec<Arc<TargetState>> = ["intl", "prod"]
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let mut s = TargetState::new(&target(a), std::time::Duration::from_secs(60));
+                s.up = Some(true);
+                s.last_success = Some(100.0 + i as f64);
+                s.data = Known::NoTask;
+                Arc::new(s)
+            })
+            .collect();
+        write(&path, &Snapshot::new(1, states)).expect("write");
+        let back = read(&path).expect("read");
+        let d = "d".repeat(64);
+        assert_eq!(
+            back[&("intl".to_owned(), d.clone())].last_success,
+            Some(100.0)
+        );
+        assert_eq!(
+            back[&("prod".to_owned(), d.clone())].last_success,
+            Some(101.0)
+        );
+        // A file written before accounts existed: every entry belongs to `default`.
+        let old = format!(
+            r#"{{"format":"{FORMAT}","version":1,"written_at":1.0,"targets":[{{"digest":"{d}","fetched":true,"task":null,"last_success":5.0,"up":true,"last_error":null}}]}}"#
+        );
+        std::fs::write(&path, old).expect("old file");
+        let back = read(&path).expect("old format reads");
+        assert_eq!(back[&("default".to_owned(), d)].data, Known::NoTask);
     }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use parking_lot::Mutex;
 
 use crate::aliyun::scan::{ScanState, ScanTask};
 use crate::config::Target;
@@ -57,9 +58,12 @@ impl Known {
 /// One digest's known state.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TargetState {
+    /// The account whose Security Center is asked about this digest.
+    pub account: Arc<str>,
     /// Bare lower-case hex digest.
     pub digest: String,
-    /// `digest` and then the configured labels, sorted by name: the label set of every series.
+    /// `account`, `digest` and then the configured labels sorted by name: the label set of every
+    /// series.
     pub labels: Vec<(String, String)>,
     /// What the last successful poll learned.
     pub data: Known,
@@ -78,10 +82,12 @@ pub struct TargetState {
 impl TargetState {
     /// A target that has not been polled yet.
     pub fn new(target: &Target, refresh: Duration) -> Self {
-        let mut labels = Vec::with_capacity(target.labels.len() + 1);
+        let mut labels = Vec::with_capacity(target.labels.len() + 2);
+        labels.push(("account".to_owned(), target.account.clone()));
         labels.push(("digest".to_owned(), target.digest.clone()));
         labels.extend(target.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
         TargetState {
+            account: Arc::from(target.account.as_str()),
             digest: target.digest.clone(),
             labels,
             data: Known::NotPolled,
@@ -104,7 +110,7 @@ impl TargetState {
 pub struct Snapshot {
     /// Increases with every published change; encoded output is cached per version.
     pub version: u64,
-    /// Targets sorted by digest.
+    /// Targets sorted by account, then digest.
     pub targets: Vec<Arc<TargetState>>,
     /// True once every target has been polled (or restored) at least once.
     pub ready: bool,
@@ -113,9 +119,8 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Builds a snapshot from the scheduler's map.
-    pub fn new(version: u64, targets: &BTreeMap<String, Arc<TargetState>>) -> Self {
-        let targets: Vec<Arc<TargetState>> = targets.values().cloned().collect();
+    /// Builds a snapshot from targets already in their final order.
+    pub fn new(version: u64, targets: Vec<Arc<TargetState>>) -> Self {
         let mut overdue_after: Vec<UnixSeconds> = targets
             .iter()
             .map(|t| t.last_success.unwrap_or(t.added_at) + 2.0 * t.refresh.as_secs_f64())
@@ -135,10 +140,18 @@ impl Snapshot {
     }
 }
 
-/// The current snapshot, swapped atomically.
+/// The current snapshot, swapped atomically. Each account's scheduler publishes its own part;
+/// the snapshot is their union, accounts in name order.
 #[derive(Debug, Default)]
 pub struct Store {
     current: ArcSwap<Snapshot>,
+    parts: Mutex<Parts>,
+}
+
+#[derive(Debug, Default)]
+struct Parts {
+    version: u64,
+    by_account: BTreeMap<Arc<str>, Vec<Arc<TargetState>>>,
 }
 
 impl Store {
@@ -147,9 +160,27 @@ impl Store {
         self.current.load_full()
     }
 
-    /// Replaces the snapshot.
-    pub fn publish(&self, snapshot: Snapshot) {
-        self.current.store(Arc::new(snapshot));
+    /// Replaces one account's targets (sorted by digest) and publishes the union. Serialised, so
+    /// two publishers cannot swap an older snapshot over a newer one.
+    pub fn publish_part(&self, account: &Arc<str>, targets: Vec<Arc<TargetState>>) {
+        let mut parts = self.parts.lock();
+        parts.by_account.insert(Arc::clone(account), targets);
+        self.publish_locked(&mut parts);
+    }
+
+    /// Drops an account's targets (the account left the configuration) and publishes the rest.
+    pub fn remove_part(&self, account: &str) {
+        let mut parts = self.parts.lock();
+        if parts.by_account.remove(account).is_some() {
+            self.publish_locked(&mut parts);
+        }
+    }
+
+    fn publish_locked(&self, parts: &mut Parts) {
+        parts.version += 1;
+        let all = parts.by_account.values().flatten().cloned().collect();
+        self.current
+            .store(Arc::new(Snapshot::new(parts.version, all)));
     }
 }
 
@@ -161,6 +192,7 @@ mod tests {
     fn target(d: char) -> Target {
         Target {
             digest: d.to_string().repeat(64),
+            account: "prod".into(),
             labels: [("team".to_owned(), "x".to_owned())].into(),
             location: Location {
                 file: "t".into(),
@@ -172,7 +204,6 @@ mod tests {
 
     #[test]
     fn overdue_and_ready() {
-        let mut map = BTreeMap::new();
         let mut a = TargetState::new(&target('a'), Duration::from_secs(10));
         a.last_success = Some(1000.0);
         a.up = Some(true);
@@ -182,20 +213,27 @@ mod tests {
         assert_eq!(
             a.labels,
             vec![
+                ("account".to_owned(), "prod".to_owned()),
                 ("digest".to_owned(), "a".repeat(64)),
                 ("team".to_owned(), "x".to_owned())
             ]
         );
-        map.insert(a.digest.clone(), Arc::new(a));
-        map.insert(b.digest.clone(), Arc::new(b));
-        let s = Snapshot::new(7, &map);
+        let s = Snapshot::new(7, vec![Arc::new(a), Arc::new(b)]);
         assert!(!s.ready);
         // a: overdue after 1020; b (never fetched): after 990 + 120 = 1110.
         assert_eq!(s.overdue(1020.0), 0);
         assert_eq!(s.overdue(1020.5), 1);
         assert_eq!(s.overdue(1110.5), 2);
         let store = Store::default();
-        store.publish(s);
-        assert_eq!(store.load().version, 7);
+        let (prod, intl): (Arc<str>, Arc<str>) = ("prod".into(), "intl".into());
+        store.publish_part(&prod, s.targets.clone());
+        store.publish_part(&intl, s.targets[..1].to_vec());
+        let both = store.load();
+        assert_eq!((both.version, both.targets.len()), (2, 3));
+        // Accounts in name order: intl's part first.
+        assert!(Arc::ptr_eq(&both.targets[0], &s.targets[0]));
+        store.remove_part("intl");
+        assert_eq!(store.load().targets.len(), 2);
+        assert_eq!(store.load().version, 3);
     }
 }

@@ -6,6 +6,7 @@
 //! inline, and the only script is a few inline lines that sort the table when a header is clicked.
 //! Without JavaScript the table is still complete, in its default order (problems first).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::aliyun::scan::{ScanState, ScanStatus, ScanTask};
@@ -111,6 +112,54 @@ fn shown_counts(snapshot: &Snapshot) -> Vec<(Shown, usize)> {
         counts.push((Shown::Pending, pending));
     }
     counts
+}
+
+/// Per account: its targets, how many ended badly, run, were never scanned or are pending, and
+/// how many polls fail, so one broken account stands out at a glance.
+fn accounts_table(html: &mut String, snapshot: &Snapshot) {
+    #[derive(Default)]
+    struct Row {
+        targets: usize,
+        bad: usize,
+        active: usize,
+        none: usize,
+        pending: usize,
+        failing: usize,
+    }
+    let mut rows: BTreeMap<&str, Row> = BTreeMap::new();
+    for t in &snapshot.targets {
+        let row = rows.entry(&t.account).or_default();
+        row.targets += 1;
+        row.failing += usize::from(t.up == Some(false));
+        match Shown::of(t) {
+            Shown::Pending => row.pending += 1,
+            Shown::State(s) => match s.status() {
+                None => row.none += 1,
+                Some(st) if st.is_active() => row.active += 1,
+                Some(ScanStatus::Fail | ScanStatus::Timeout | ScanStatus::Unknown) => row.bad += 1,
+                Some(_) => {}
+            },
+        }
+    }
+    html.push_str(
+        "<h2>Accounts</h2><table id=\"accounts\"><thead><tr><th>Account</th><th>Targets</th>\
+         <th>Failed, timed out or unknown</th><th>Scanning</th><th>Never scanned</th>\
+         <th>Pending</th><th>Failing polls</th></tr></thead><tbody>\n",
+    );
+    for (account, r) in rows {
+        let _ = writeln!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            html_escape(account),
+            r.targets,
+            r.bad,
+            r.active,
+            r.none,
+            r.pending,
+            r.failing
+        );
+    }
+    html.push_str("</tbody></table>\n");
 }
 
 /// A coarse age such as "45s ago" or "3h 5m ago".
@@ -256,9 +305,11 @@ fn render_at(snapshot: &Snapshot, telemetry_path: &str, now: UnixSeconds) -> Str
         format_time(now),
     );
 
+    accounts_table(&mut html, snapshot);
+
     html.push_str(
         "<h2>Targets</h2><table id=\"targets\"><thead><tr>\
-         <th title=\"Click a header to sort\" aria-sort=\"ascending\">State</th><th>Digest</th>\
+         <th title=\"Click a header to sort\" aria-sort=\"ascending\">State</th><th>Account</th><th>Digest</th>\
          <th>Labels</th><th>Latest scan</th><th>Poll</th><th>Last success</th><th>Last error</th>\
          </tr></thead><tbody>\n",
     );
@@ -294,7 +345,7 @@ fn row(html: &mut String, t: &TargetState, now: UnixSeconds) {
     let labels: String = t
         .labels
         .iter()
-        .filter(|(k, _)| k != "digest")
+        .filter(|(k, _)| k != "digest" && k != "account")
         .map(|(k, v)| {
             format!(
                 "<span class=\"label\">{}={}</span>",
@@ -321,9 +372,10 @@ fn row(html: &mut String, t: &TargetState, now: UnixSeconds) {
     let _ = writeln!(
         html,
         "<tr class=\"{}\"><td data-sort=\"{}\"><span class=\"badge\">{state}</span>{raw}</td>\
-         <td><code class=\"digest\" title=\"{digest}\">{digest}</code></td><td>{labels}</td>{scan}<td data-sort=\"{poll_key}\">{poll}</td>{}{error}</tr>",
+         <td>{}</td><td><code class=\"digest\" title=\"{digest}\">{digest}</code></td><td>{labels}</td>{scan}<td data-sort=\"{poll_key}\">{poll}</td>{}{error}</tr>",
         shown.css_class(),
         shown.severity(),
+        html_escape(&t.account),
         age_cell(t.last_success, now, "never"),
     );
 }
@@ -342,7 +394,6 @@ mod tests {
     use crate::aliyun::scan::ScanStatus;
     use crate::config::{Location, Target};
     use crate::poll::store::Known;
-    use std::collections::BTreeMap;
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -370,6 +421,7 @@ mod tests {
     fn state(n: u32, labels: &[(&str, &str)], data: Known) -> TargetState {
         let target = Target {
             digest: format!("{n:064x}"),
+            account: "default".into(),
             labels: labels
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -390,11 +442,7 @@ mod tests {
     }
 
     fn snapshot(states: Vec<TargetState>) -> Snapshot {
-        let map: BTreeMap<String, Arc<TargetState>> = states
-            .into_iter()
-            .map(|s| (s.digest.clone(), Arc::new(s)))
-            .collect();
-        Snapshot::new(1, &map)
+        Snapshot::new(1, states.into_iter().map(Arc::new).collect())
     }
 
     #[test]

@@ -87,12 +87,15 @@ impl TargetFiles {
         let mut status = Vec::with_capacity(files.len());
         let mut fingerprints = BTreeMap::new();
         let mut last_good = HashMap::new();
+        let accounts: Vec<String> = config.accounts.iter().map(|a| a.name.clone()).collect();
         for path in files {
             fingerprints.insert(path.clone(), fingerprint(&path));
             let shown = path.display().to_string();
             let parsed = std::fs::read_to_string(&path)
                 .map_err(|e| format!("cannot read {shown}: {e}"))
-                .and_then(|text| parse_targets(&text, &shown, env).map_err(|e| e.to_string()));
+                .and_then(|text| {
+                    parse_targets(&text, &shown, env, &accounts).map_err(|e| e.to_string())
+                });
             match parsed {
                 Ok(targets) => {
                     all.extend(targets.iter().cloned());
@@ -117,6 +120,8 @@ impl TargetFiles {
                 }
             }
         }
+        // A file's previous targets may name an account that a reload removed.
+        all.retain(|t| accounts.contains(&t.account));
         let (merged, conflicts) = merge_targets(all);
         problems.extend(conflicts.iter().map(Problem::to_string));
         self.last_good = last_good;

@@ -36,7 +36,7 @@ fn config_check_good_and_bad() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "config OK: 1 target, region cn-hangzhou (https://tds.cn-shanghai.aliyuncs.com), signature v3, interval 10m, active_interval 30s, 5 requests/s, credentials static\n"
+        "config OK: 1 target, 1 account, interval 10m, active_interval 30s; account default: 1 target, site china, region cn-hangzhou (https://tds.cn-shanghai.aliyuncs.com), signature v3, 5 requests/s, concurrency 4, credentials static\n"
     );
 
     let bad = temp_file(
@@ -201,14 +201,23 @@ async fn demo_serves_live_metrics_and_stops_on_sigterm() {
         .await
         .expect("body");
     let samples = common::samples(&body);
-    assert_eq!(samples["sas_exporter_targets"], 12.0);
+    // Two accounts: prod watches the 12 demo digests, intl 4 of them.
+    assert_eq!(samples["sas_exporter_targets"], 16.0);
+    for account in ["prod", "intl"] {
+        assert!(
+            samples
+                .keys()
+                .any(|k| k.starts_with(&format!("sas_image_scan_up{{account=\"{account}\""))),
+            "no series of account {account}"
+        );
+    }
     let current: Vec<&String> = samples
         .iter()
         .filter(|(k, v)| k.starts_with("sas_image_scan_status{") && **v == 1.0)
         .map(|(k, _)| k)
         .collect();
-    // One state per digest that answered; the denied one may be down from its first poll.
-    assert!(current.len() >= 11, "{current:?}");
+    // One state per target that answered; the denied digest may be down in both accounts.
+    assert!(current.len() >= 14, "{current:?}");
     assert!(current.iter().any(|k| k.contains("status=\"NONE\"")));
     assert!(current.iter().any(|k| k.contains("status=\"UNKNOWN\"")));
     if common::require_tool("promtool") {
@@ -316,10 +325,10 @@ async fn debug_logs_and_pages_never_show_secrets_with_sts_credentials() {
     }
     let samples = common::samples(&metrics);
     assert_eq!(
-        samples["sas_exporter_credentials_refreshes_total{provider=\"ram_role_arn\"}"],
+        samples["sas_exporter_credentials_refreshes_total{account=\"default\",provider=\"ram_role_arn\"}"],
         1.0
     );
-    assert!(samples.contains_key("sas_exporter_credentials_expiry_timestamp_seconds"));
+    assert!(samples.contains_key("sas_exporter_credentials_expiry_timestamp_seconds{account=\"default\",provider=\"ram_role_arn\"}"));
     assert_eq!(sas.outcome_count("ok"), 1);
     let _ = Command::new("kill")
         .args(["-TERM", &guard.0.id().to_string()])

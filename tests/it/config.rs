@@ -14,6 +14,11 @@ use secrecy::ExposeSecret;
 const D1: &str = "8f0fbdb41d3d1ade4ffdf21558443f4c03342010563bb8c43ccc09594d50abcd";
 const D2: &str = "0b0c9f4e6a1d2c3b4a5f6e7d8c9b0a1f2e3d4c5b6a7f8e9d0c1b2a3f4e5d6c7b";
 
+/// The accounts of a configuration without `accounts:`.
+fn one_account() -> Vec<String> {
+    vec!["default".to_owned()]
+}
+
 fn no_env(_: &str) -> Option<String> {
     None
 }
@@ -82,16 +87,16 @@ fn loc(line: usize, column: usize) -> Location {
 }
 
 fn assert_defaults(c: &Config) {
-    assert_eq!(c.sas.region, "cn-shanghai");
-    assert_eq!(c.sas.endpoint, None);
-    assert_eq!(c.sas.signature_version, SignatureVersion::V3);
-    assert_eq!(c.sas.timeout, Duration::from_secs(10));
-    assert_eq!(c.sas.timezone.local_minus_utc(), 8 * 3600);
+    assert_eq!(c.accounts[0].sas.region, "cn-shanghai");
+    assert_eq!(c.accounts[0].sas.endpoint, None);
+    assert_eq!(c.accounts[0].sas.signature_version, SignatureVersion::V3);
+    assert_eq!(c.accounts[0].sas.timeout, Duration::from_secs(10));
+    assert_eq!(c.accounts[0].sas.timezone.local_minus_utc(), 8 * 3600);
     assert_eq!(
-        c.sas.endpoint_url().as_str(),
+        c.accounts[0].sas.endpoint_url().as_str(),
         "https://tds.cn-shanghai.aliyuncs.com"
     );
-    assert!(c.credentials.is_none());
+    assert!(c.accounts[0].credentials.clone().is_none());
     assert_eq!(c.polling.interval, Duration::from_secs(600));
     assert_eq!(c.polling.active_interval, Duration::from_secs(30));
     assert_eq!(c.polling.concurrency, 4);
@@ -156,17 +161,20 @@ fn full_example_parses_to_exact_values() {
         FULL_EXAMPLE,
         &env_of(&[("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAI5tExampleId")]),
     );
-    assert_eq!(c.sas.region, "cn-hangzhou");
-    assert_eq!(c.sas.endpoint, None);
+    assert_eq!(c.accounts[0].sas.region, "cn-hangzhou");
+    assert_eq!(c.accounts[0].sas.endpoint, None);
     assert_eq!(
-        c.sas.endpoint_url().as_str(),
+        c.accounts[0].sas.endpoint_url().as_str(),
         "https://tds.cn-shanghai.aliyuncs.com"
     );
-    assert_eq!(c.sas.signature_version, SignatureVersion::V3);
-    assert_eq!(c.sas.timeout, Duration::from_secs(10));
-    assert_eq!(c.sas.timezone.local_minus_utc(), 8 * 3600);
+    assert_eq!(c.accounts[0].sas.signature_version, SignatureVersion::V3);
+    assert_eq!(c.accounts[0].sas.timeout, Duration::from_secs(10));
+    assert_eq!(c.accounts[0].sas.timezone.local_minus_utc(), 8 * 3600);
 
-    let creds = c.credentials.as_ref().expect("credentials section");
+    let creds = c.accounts[0]
+        .credentials
+        .as_ref()
+        .expect("credentials section");
     assert_eq!(creds.access_key_id.as_deref(), Some("LTAI5tExampleId"));
     assert!(creds.access_key_secret.is_none());
     assert_eq!(
@@ -186,6 +194,7 @@ fn full_example_parses_to_exact_values() {
         vec![
             Target {
                 digest: D1.to_owned(),
+                account: "default".to_owned(),
                 labels: labels(&[
                     ("image", "registry.example.com/team/app:1.4.2"),
                     ("team", "payments")
@@ -194,6 +203,7 @@ fn full_example_parses_to_exact_values() {
             },
             Target {
                 digest: D2.to_owned(),
+                account: "default".to_owned(),
                 labels: BTreeMap::new(),
                 location: loc(25, 13),
             },
@@ -211,14 +221,14 @@ fn summary_is_one_exact_line() {
     );
     assert_eq!(
         c.summary(),
-        "config OK: 2 targets, region cn-hangzhou (https://tds.cn-shanghai.aliyuncs.com), signature v3, interval 10m, active_interval 30s, 5 requests/s, credentials static"
+        "config OK: 2 targets, 1 account, interval 10m, active_interval 30s; account default: 2 targets, site china, region cn-hangzhou (https://tds.cn-shanghai.aliyuncs.com), signature v3, 5 requests/s, concurrency 4, credentials static"
     );
     let c = parse(&format!(
         "sas:\n  region: eu-central-1\n  signature_version: V1\npolling:\n  interval: 1h30m\n  active_interval: 45s\n  requests_per_second: 0.5\ntargets:\n  - digest: {D1}\n"
     ));
     assert_eq!(
         c.summary(),
-        "config OK: 1 target, region eu-central-1 (https://tds.ap-southeast-1.aliyuncs.com), signature v1, interval 1h 30m, active_interval 45s, 0.5 requests/s, credentials default chain"
+        "config OK: 1 target, 1 account, interval 1h 30m, active_interval 45s; account default: 1 target, site international, region eu-central-1 (https://tds.ap-southeast-1.aliyuncs.com), signature v1, 0.5 requests/s, concurrency 4, credentials default chain"
     );
 }
 
@@ -260,12 +270,12 @@ extra: 1
             p(
                 11,
                 5,
-                "unknown key \"label\" in targets[0] (expected one of: digest, labels)"
+                "unknown key \"label\" in targets[0] (expected one of: digest, account, labels)"
             ),
             p(
                 12,
                 1,
-                "unknown key \"extra\" at the top level (expected one of: sas, credentials, polling, targets, target_files, state_file)"
+                "unknown key \"extra\" at the top level (expected one of: accounts, sas, credentials, polling, targets, target_files, state_file)"
             ),
         ]
     );
@@ -278,7 +288,7 @@ fn keys_are_case_sensitive_and_never_expanded() {
         p(
             1,
             1,
-            "unknown key \"Sas\" at the top level (expected one of: sas, credentials, polling, targets, target_files, state_file)"
+            "unknown key \"Sas\" at the top level (expected one of: accounts, sas, credentials, polling, targets, target_files, state_file)"
         )
     );
     let env = env_of(&[("K", "region")]);
@@ -331,7 +341,7 @@ credentials:
 
 #[test]
 fn top_level_must_be_a_mapping() {
-    let expected = "the top level must be a mapping with keys such as sas, credentials, polling, targets, target_files, state_file";
+    let expected = "the top level must be a mapping with keys such as accounts, sas, credentials, polling, targets, target_files, state_file";
     assert_eq!(problem("- sas\n"), p(1, 1, expected));
     assert_eq!(problem("just text\n"), p(1, 1, expected));
 }
@@ -418,7 +428,7 @@ polling:
     );
 
     let c = parse("sas:\n  timeout: 5m\npolling:\n  interval: 1h30m\n  active_interval: 1s\n");
-    assert_eq!(c.sas.timeout, Duration::from_secs(300));
+    assert_eq!(c.accounts[0].sas.timeout, Duration::from_secs(300));
     assert_eq!(c.polling.interval, Duration::from_secs(5400));
     assert_eq!(c.polling.active_interval, Duration::from_secs(1));
     // A short interval alone lowers the default active_interval instead of failing.
@@ -512,13 +522,13 @@ fn numbers_are_range_checked() {
 #[test]
 fn signature_version_is_v1_or_v3_in_any_case() {
     assert_eq!(
-        parse("sas:\n  signature_version: V1\n")
+        parse("sas:\n  signature_version: V1\n").accounts[0]
             .sas
             .signature_version,
         SignatureVersion::V1
     );
     assert_eq!(
-        parse("sas:\n  signature_version: v3\n")
+        parse("sas:\n  signature_version: v3\n").accounts[0]
             .sas
             .signature_version,
         SignatureVersion::V3
@@ -547,7 +557,7 @@ fn timezone_is_an_offset_z_or_utc() {
         ("UTC", 0),
     ] {
         let c = parse(&format!("sas:\n  timezone: {tz}\n"));
-        assert_eq!(c.sas.timezone.local_minus_utc(), secs, "{tz}");
+        assert_eq!(c.accounts[0].sas.timezone.local_minus_utc(), secs, "{tz}");
     }
     assert_eq!(
         problem("sas:\n  timezone: Asia/Shanghai\n"),
@@ -582,8 +592,11 @@ fn region_picks_the_endpoint_host() {
     ] {
         assert_eq!(endpoint_host_for_region(region), host, "{region}");
         let c = parse(&format!("sas:\n  region: {region}\n"));
-        assert_eq!(c.sas.region, region);
-        assert_eq!(c.sas.endpoint_url().as_str(), format!("https://{host}"));
+        assert_eq!(c.accounts[0].sas.region, region);
+        assert_eq!(
+            c.accounts[0].sas.endpoint_url().as_str(),
+            format!("https://{host}")
+        );
     }
     assert_eq!(
         problem("sas:\n  region: Hangzhou\n"),
@@ -619,8 +632,11 @@ fn endpoint_override_is_https_or_loopback_http_without_a_path() {
         ("\"http://[::1]:9000\"", "http://[::1]:9000"),
     ] {
         let c = parse(&format!("sas:\n  region: cn-hangzhou\n  endpoint: {url}\n"));
-        assert_eq!(c.sas.endpoint.as_ref().map(Endpoint::as_str), Some(want));
-        assert_eq!(c.sas.endpoint_url().as_str(), want);
+        assert_eq!(
+            c.accounts[0].sas.endpoint.as_ref().map(Endpoint::as_str),
+            Some(want)
+        );
+        assert_eq!(c.accounts[0].sas.endpoint_url().as_str(), want);
     }
     let yaml = "sas:
   endpoint: http://tds.cn-shanghai.aliyuncs.com
@@ -656,7 +672,7 @@ fn credentials_combinations() {
     let c = parse(
         "credentials:\n  access_key_id: id\n  access_key_secret: s3cr3t\n  security_token: tok\n",
     );
-    let creds = c.credentials.expect("credentials");
+    let creds = c.accounts[0].credentials.clone().expect("credentials");
     assert_eq!(creds.access_key_id.as_deref(), Some("id"));
     assert_eq!(
         creds.access_key_secret.as_ref().map(|s| s.expose_secret()),
@@ -724,7 +740,10 @@ fn empty_credential_values_count_as_absent() {
   access_key_secret_file: /run/secrets/s
   security_token: ${TOKEN}
 ";
-    let creds = parse_with(yaml, &env).credentials.expect("credentials");
+    let creds = parse_with(yaml, &env).accounts[0]
+        .credentials
+        .clone()
+        .expect("credentials");
     assert!(creds.access_key_secret.is_none());
     assert!(creds.security_token.is_none());
     assert_eq!(
@@ -755,7 +774,7 @@ fn debug_output_never_shows_secrets() {
     assert!(debug.contains("visible-id"), "{debug}");
     assert!(!debug.contains("env-secret-value"), "{debug}");
     assert!(!debug.contains("literal-token-value"), "{debug}");
-    let debug = format!("{:#?}", c.credentials);
+    let debug = format!("{:#?}", c.accounts[0].credentials.clone());
     assert!(!debug.contains("env-secret-value"), "{debug}");
     assert!(!debug.contains("literal-token-value"), "{debug}");
 }
@@ -821,7 +840,7 @@ fn exposed(c: &CredentialsConfig) -> Creds {
 
 fn creds_with(yaml: &str, env: &dyn Fn(&str) -> Option<String>) -> Creds {
     exposed(
-        parse_with(yaml, env)
+        parse_with(yaml, env).accounts[0]
             .credentials
             .as_ref()
             .expect("credentials section"),
@@ -991,7 +1010,7 @@ fn ecs_ram_role_source_and_discovery() {
                 .summary()
                 .rsplit_once(", credentials "),
             Some((
-                "config OK: 0 targets, region cn-shanghai (https://tds.cn-shanghai.aliyuncs.com), signature v3, interval 10m, active_interval 30s, 5 requests/s",
+                "config OK: 0 targets, 1 account, interval 10m, active_interval 30s; account default: 0 targets, site china, region cn-shanghai (https://tds.cn-shanghai.aliyuncs.com), signature v3, 5 requests/s, concurrency 4",
                 "ecs role (discovered)"
             )),
             "{yaml}"
@@ -1603,7 +1622,7 @@ fn debug_never_shows_any_secret() {
 "
     );
     let c = parse_with(&yaml, &env);
-    let creds = c.credentials.as_ref().expect("credentials");
+    let creds = c.accounts[0].credentials.as_ref().expect("credentials");
     for debug in [
         format!("{c:?}"),
         format!("{c:#?}"),
@@ -1649,8 +1668,8 @@ state_file: /var/lib/${{TEAM}}/state.json
 "
     );
     let c = parse_with(&yaml, &env);
-    assert_eq!(c.sas.region, "ap-southeast-1");
-    assert_eq!(c.sas.endpoint, None);
+    assert_eq!(c.accounts[0].sas.region, "ap-southeast-1");
+    assert_eq!(c.accounts[0].sas.endpoint, None);
     assert_eq!(c.polling.concurrency, 16);
     assert_eq!(c.polling.requests_per_second, 2.5);
     assert_eq!(c.polling.interval, Duration::from_secs(16 * 60));
@@ -1785,7 +1804,7 @@ fn label_names_are_checked() {
             p(
                 7,
                 7,
-                "targets[0].labels: label name \"status\" is used by the exporter itself (reserved: digest, status, task_id, task_name, task_type, source, target_type, raw_status, id, action, code)"
+                "targets[0].labels: label name \"status\" is used by the exporter itself (reserved: account, digest, status, task_id, task_name, task_type, source, target_type, raw_status, id, action, code)"
             ),
             p(
                 8,
@@ -1929,7 +1948,7 @@ bogus: true
             p(
                 12,
                 14,
-                "targets[0].labels: label name \"id\" is used by the exporter itself (reserved: digest, status, task_id, task_name, task_type, source, target_type, raw_status, id, action, code)"
+                "targets[0].labels: label name \"id\" is used by the exporter itself (reserved: account, digest, status, task_id, task_name, task_type, source, target_type, raw_status, id, action, code)"
             ),
             p(
                 13,
@@ -1939,7 +1958,7 @@ bogus: true
             p(
                 14,
                 1,
-                "unknown key \"bogus\" at the top level (expected one of: sas, credentials, polling, targets, target_files, state_file)"
+                "unknown key \"bogus\" at the top level (expected one of: accounts, sas, credentials, polling, targets, target_files, state_file)"
             ),
         ]
     );
@@ -1953,7 +1972,7 @@ fn invalid_error_display_lists_every_problem() {
         err.to_string(),
         "2 problems in the configuration:\n\
          conf/a.yml:2:11: sas.region: expected a region id such as cn-hangzhou or ap-southeast-1, got \"X\"\n\
-         conf/a.yml:3:1: unknown key \"foo\" at the top level (expected one of: sas, credentials, polling, targets, target_files, state_file)"
+         conf/a.yml:3:1: unknown key \"foo\" at the top level (expected one of: accounts, sas, credentials, polling, targets, target_files, state_file)"
     );
     let err = Config::parse("foo: 1\n", "a.yml", &no_env).expect_err("invalid");
     assert!(
@@ -2015,24 +2034,25 @@ fn target_files_parse_like_targets_and_merge_across_files() {
         &format!("- digest: {D1}\n  labels: {{team: a}}\n- digest: {D2}\n"),
         "targets.d/a.yml",
         &no_env,
+        &one_account(),
     )
     .expect("valid target file");
     assert_eq!(a.len(), 2);
     assert_eq!(a[1].location.file, "targets.d/a.yml");
     assert_eq!(a[1].location.line, 3);
     assert!(
-        parse_targets("", "empty.yml", &no_env)
+        parse_targets("", "empty.yml", &no_env, &one_account())
             .expect("empty")
             .is_empty()
     );
     assert!(
-        parse_targets("# nothing\n", "c.yml", &no_env)
+        parse_targets("# nothing\n", "c.yml", &no_env, &one_account())
             .expect("comments")
             .is_empty()
     );
 
     // The YAML loader marks a block mapping just after its first key, hence column 7.
-    match parse_targets("digest: x\n", "b.yml", &no_env) {
+    match parse_targets("digest: x\n", "b.yml", &no_env, &one_account()) {
         Err(ConfigError::Invalid(problems)) => assert_eq!(
             problems,
             vec![Problem {
@@ -2052,6 +2072,7 @@ fn target_files_parse_like_targets_and_merge_across_files() {
         &format!("- digest: {D1}\n  labels: {{team: b}}\n"),
         "targets.d/b.yml",
         &no_env,
+        &one_account(),
     )
     .expect("valid target file");
     let problems = dedupe_targets(a.iter().cloned().chain(b).collect()).expect_err("conflict");

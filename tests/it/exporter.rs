@@ -27,7 +27,9 @@ fn task(status: &str, start: Option<i64>, finish: Option<i64>, id: i64) -> Value
 }
 
 fn labels(d: &str, team: &str) -> String {
-    format!("digest=\"{d}\",image=\"registry.example.com/app:{team}\",team=\"{team}\"")
+    format!(
+        "account=\"default\",digest=\"{d}\",image=\"registry.example.com/app:{team}\",team=\"{team}\""
+    )
 }
 
 /// The nine scan states, written out here rather than taken from the library under test.
@@ -211,15 +213,15 @@ async fn one_round_shows_exactly_the_specified_series() {
     assert_eq!(all["sas_exporter_targets"], 12.0);
     assert_eq!(all["sas_exporter_targets_overdue"], 0.0);
     assert_eq!(
-        all["sas_exporter_api_requests_total{action=\"DescribeImageLatestScanTask\"}"],
+        all["sas_exporter_api_requests_total{account=\"default\",action=\"DescribeImageLatestScanTask\"}"],
         13.0
     );
     assert_eq!(
-        all["sas_exporter_api_request_errors_total{action=\"DescribeImageLatestScanTask\",code=\"NoPermission\"}"],
+        all["sas_exporter_api_request_errors_total{account=\"default\",action=\"DescribeImageLatestScanTask\",code=\"NoPermission\"}"],
         1.0
     );
     assert_eq!(
-        all["sas_exporter_api_request_errors_total{action=\"DescribeImageLatestScanTask\",code=\"ServiceUnavailable\"}"],
+        all["sas_exporter_api_request_errors_total{account=\"default\",action=\"DescribeImageLatestScanTask\",code=\"ServiceUnavailable\"}"],
         1.0
     );
     assert_eq!(all["sas_exporter_config_last_reload_successful"], 1.0);
@@ -351,20 +353,24 @@ async fn throttling_slows_the_exporter_down_and_it_recovers() {
     );
     let targets: Vec<Target> = (0..60).map(|i| target(&digest(i + 500), "r")).collect();
     let exporter = start(&config(&sim, targets, polling(600, 600, 40.0, 4))).await;
-    let scheduler = exporter.scheduler.clone();
-    wait_for("the rate to drop", || scheduler.current_rate() < 40.0).await;
+    let rate = || {
+        exporter
+            .current_rate("default")
+            .expect("the default account")
+    };
+    wait_for("the rate to drop", || rate() < 40.0).await;
     wait_ready(&exporter).await;
-    wait_for("the rate to recover", || scheduler.current_rate() == 40.0).await;
+    wait_for("the rate to recover", || rate() == 40.0).await;
     assert_eq!(sim.outcome_count("Throttling.User"), 3);
     assert_eq!(sim.outcome_count("ok"), 60);
     let body = get(&exporter, "/metrics", &[]).await.body;
     let all = samples(&body);
     assert_eq!(
-        all["sas_exporter_api_request_errors_total{action=\"DescribeImageLatestScanTask\",code=\"Throttling.User\"}"],
+        all["sas_exporter_api_request_errors_total{account=\"default\",action=\"DescribeImageLatestScanTask\",code=\"Throttling.User\"}"],
         3.0
     );
     assert_eq!(
-        all["sas_exporter_api_requests_total{action=\"DescribeImageLatestScanTask\"}"],
+        all["sas_exporter_api_requests_total{account=\"default\",action=\"DescribeImageLatestScanTask\"}"],
         63.0
     );
     exporter.shutdown().await;
@@ -525,7 +531,7 @@ async fn promtool_accepts_the_exposition_with_hostile_strings() {
     assert!(om.contains("# TYPE sas_exporter_api_requests counter\n"));
     assert!(
         om.contains(
-            "\nsas_exporter_api_requests_total{action=\"DescribeImageLatestScanTask\"} 1\n"
+            "\nsas_exporter_api_requests_total{account=\"default\",action=\"DescribeImageLatestScanTask\"} 1\n"
         )
     );
     assert_eq!(scan_samples(&om), scan_samples(&text));

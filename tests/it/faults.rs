@@ -133,7 +133,7 @@ impl Rig {
         let mut polling = polling(1, 1, 50.0, 4);
         polling.max_retries = 1;
         let mut config = config(&sim, vec![target(&digest, "faults")], polling);
-        config.sas.timeout = timeout;
+        config.accounts[0].sas.timeout = timeout;
         let exporter = start(&config).await;
         wait_ready(&exporter).await;
         Rig {

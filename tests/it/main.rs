@@ -8,6 +8,7 @@
 
 mod common;
 
+mod accounts;
 mod binary;
 mod client;
 mod config;

@@ -121,7 +121,7 @@ async fn reload_applies_targets_and_rejects_a_bad_config_whole() {
     // Removed at once; d2 keeps its data (not polled again) under its new labels.
     let after = get(&exporter, "/metrics", &[]).await.body;
     assert!(!digests_in(&after).contains(&d1), "d1 still exported");
-    let relabelled = format!("sas_image_scan_up{{digest=\"{d2}\",team=\"b\"}}");
+    let relabelled = format!("sas_image_scan_up{{account=\"default\",digest=\"{d2}\",team=\"b\"}}");
     assert_eq!(scan_samples(&after).get(&relabelled), Some(&1.0));
     assert!(!after.contains(&format!("digest=\"{d2}\",team=\"a\"")));
     wait_for("d3 polled", || sim.requests_for(&d3) == 1).await;

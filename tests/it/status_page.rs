@@ -35,7 +35,8 @@ async fn chromium(profile: &Path, args: Vec<String>) -> Output {
 
 /// The target table's rows in the dumped DOM, each as its cells' inner HTML.
 fn rows(dom: &str) -> Vec<Vec<String>> {
-    let start = dom.find("<tbody>").expect("tbody");
+    let table = dom.find("id=\"targets\"").expect("targets table");
+    let start = dom[table..].find("<tbody>").expect("tbody") + table;
     let end = dom[start..].find("</tbody>").expect("end of tbody") + start;
     dom[start..end]
         .split("<tr")
@@ -103,7 +104,13 @@ async fn chromium_renders_the_status_page() {
         assert!(dom.contains(&format!(">{d}</code>")), "{d} missing:\n{dom}");
     }
     let table = rows(&dom);
-    assert_eq!(table.len(), digests.len());
+    assert_eq!(table.len(), demo.config().targets.len());
+    for account in ["prod", "intl"] {
+        assert!(
+            dom.contains(&format!("<tr><td>{account}</td>")),
+            "no {account} row"
+        );
+    }
     for state in ["FAIL", "SUCCESS", "NONE", "UNKNOWN"] {
         assert!(
             dom.contains(&format!("<span class=\"l\">{state}</span>")),
@@ -114,7 +121,8 @@ async fn chromium_renders_the_status_page() {
 
     // The inline script sorts: click "Digest" (text) and then "Last success" (numeric).
     let html = get(&exporter, "/", &[]).await.body;
-    for (column, clicks) in [(1, 1), (5, 1)] {
+    // Columns: State, Account, Digest, Labels, Latest scan, Poll, Last success, Last error.
+    for (column, clicks) in [(2, 1), (6, 1)] {
         let click = format!(
             "<script>for (let i = 0; i < {clicks}; i++) document.querySelectorAll('#targets th')[{column}].click();</script></body>"
         );
@@ -130,10 +138,15 @@ async fn chromium_renders_the_status_page() {
         .await;
         let dom = String::from_utf8_lossy(&out.stdout);
         let table = rows(&dom);
-        assert_eq!(table.len(), digests.len(), "{dom}");
-        if column == 1 {
-            let shown: Vec<String> = table.iter().map(|r| digest_of(&r[1])).collect();
-            let mut sorted = digests.clone();
+        assert_eq!(table.len(), demo.config().targets.len(), "{dom}");
+        if column == 2 {
+            let shown: Vec<String> = table.iter().map(|r| digest_of(&r[2])).collect();
+            let mut sorted: Vec<String> = demo
+                .config()
+                .targets
+                .into_iter()
+                .map(|t| t.digest)
+                .collect();
             sorted.sort();
             assert_eq!(shown, sorted, "sorted by digest");
             assert!(

@@ -301,6 +301,21 @@ impl<'a> Resolver<'a> {
     }
 }
 
+/// The ID of the account `provider`'s credentials belong to, from STS `GetCallerIdentity` at the
+/// STS endpoint this configuration resolves to.
+pub async fn account_id(
+    cfg: Option<&CredentialsConfig>,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
+    clock: Clock,
+    provider: &dyn CredentialsProvider,
+) -> Result<String, CredentialsError> {
+    let creds = provider.credentials().await?;
+    let resolver = Resolver::new(cfg, env, clock.clone());
+    StsClient::new(&resolver.sts_endpoint, clock)?
+        .get_caller_identity(&creds)
+        .await
+}
+
 /// Picks the provider for this configuration: the source the `credentials:` section names, else
 /// the Alibaba Cloud default chain.
 pub async fn provider_from_config(

@@ -12,7 +12,7 @@ pub(crate) mod source;
 pub(crate) mod sts;
 
 pub use crate::aliyun::signing::Credentials;
-pub use chain::{Resolver, provider_from_config};
+pub use chain::{Resolver, account_id, provider_from_config};
 pub use provider::{
     CredentialsError, CredentialsProvider, ProviderHandle, ProviderStatus, StaticProvider,
 };

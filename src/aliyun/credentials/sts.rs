@@ -137,11 +137,66 @@ impl StsClient {
         self.send("oidc", request).await
     }
 
+    /// `GetCallerIdentity` with `creds`: the ID of the account they belong to. Any credentials
+    /// may call it; it is signed like `AssumeRole`.
+    pub async fn get_caller_identity(
+        &self,
+        creds: &Credentials,
+    ) -> Result<String, CredentialsError> {
+        let call = RpcCall {
+            method: "GET",
+            host: &self.host,
+            action: "GetCallerIdentity",
+            version: STS_VERSION,
+            params: BTreeMap::from([("Format".to_owned(), "JSON".to_owned())]),
+        };
+        let signed = signing::sign(
+            SignatureVersion::V1,
+            &call,
+            creds,
+            self.clock.now(),
+            &signing::new_nonce(),
+        );
+        let request = self
+            .http
+            .get(format!("{}/?{}", self.endpoint, signed.query))
+            .header(reqwest::header::HOST, &self.host);
+        let body = self.exchange("sts", request).await?;
+        #[derive(serde::Deserialize)]
+        struct Identity {
+            #[serde(rename = "AccountId")]
+            account_id: Option<String>,
+        }
+        let fail = |message: String| CredentialsError::Source {
+            provider: "sts",
+            message,
+        };
+        let identity: Identity = serde_json::from_slice(&body)
+            .map_err(|e| fail(format!("unreadable GetCallerIdentity answer: {e}")))?;
+        identity
+            .account_id
+            .filter(|id| !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_digit()))
+            .ok_or_else(|| fail("GetCallerIdentity answered no usable AccountId".to_owned()))
+    }
+
     async fn send(
         &self,
         provider: &'static str,
         request: reqwest::RequestBuilder,
     ) -> Result<Credentials, CredentialsError> {
+        let body = self.exchange(provider, request).await?;
+        let fail = |message: String| CredentialsError::Source { provider, message };
+        let answer: StsAnswer = serde_json::from_slice(&body)
+            .map_err(|e| fail(format!("unreadable STS answer: {e}")))?;
+        answer.credentials.into_credentials(provider)
+    }
+
+    /// Sends one STS request and returns the body of a success, or the error the body describes.
+    async fn exchange(
+        &self,
+        provider: &'static str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Vec<u8>, CredentialsError> {
         let fail = |message: String| CredentialsError::Source { provider, message };
         let response = request
             .send()
@@ -160,9 +215,7 @@ impl StsClient {
                 err.request_id.unwrap_or_default()
             )));
         }
-        let answer: StsAnswer = serde_json::from_slice(&body)
-            .map_err(|e| fail(format!("unreadable STS answer: {e}")))?;
-        answer.credentials.into_credentials(provider)
+        Ok(body)
     }
 }
 

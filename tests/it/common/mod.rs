@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use chrono::FixedOffset;
 use sas_image_scan_exporter::app::{Exporter, Options};
 use sas_image_scan_exporter::config::{
-    Config, CredentialsConfig, Location, PollingConfig, SasConfig, SignatureVersion, Target,
+    AccountConfig, Config, CredentialsConfig, DEFAULT_ACCOUNT, Location, PollingConfig, SasConfig,
+    SignatureVersion, Target,
 };
 use sas_simulator::{SIM_ACCESS_KEY_ID, SIM_ACCESS_KEY_SECRET, Simulator};
 
@@ -20,6 +21,7 @@ pub fn digest(n: u32) -> String {
 pub fn target(d: &str, team: &str) -> Target {
     Target {
         digest: d.to_owned(),
+        account: DEFAULT_ACCOUNT.to_owned(),
         labels: [
             (
                 "image".to_owned(),
@@ -38,6 +40,16 @@ pub fn target(d: &str, team: &str) -> Target {
 
 pub fn config(sim: &Simulator, targets: Vec<Target>, polling: PollingConfig) -> Config {
     Config {
+        accounts: vec![account(DEFAULT_ACCOUNT, sim, &polling)],
+        polling,
+        targets,
+        ..Config::default()
+    }
+}
+
+/// An account named `name` that polls `sim` with the simulator's own key and `polling`'s limits.
+pub fn account(name: &str, sim: &Simulator, polling: &PollingConfig) -> AccountConfig {
+    AccountConfig {
         sas: SasConfig {
             endpoint: Some(sim.url().parse().expect("simulator endpoint")),
             signature_version: SignatureVersion::V3,
@@ -50,9 +62,7 @@ pub fn config(sim: &Simulator, targets: Vec<Target>, polling: PollingConfig) -> 
             access_key_secret: Some(SIM_ACCESS_KEY_SECRET.to_owned().into()),
             ..CredentialsConfig::default()
         }),
-        polling,
-        targets,
-        ..Config::default()
+        ..AccountConfig::new(name, polling)
     }
 }
 
@@ -67,10 +77,15 @@ pub fn polling(interval: u64, active: u64, rps: f64, concurrency: usize) -> Poll
 }
 
 pub async fn start(config: &Config) -> Exporter {
+    start_with_options(config, Options::default()).await
+}
+
+/// Like [`start`], with flags (a config path for reloads, a shard, lifecycle endpoints).
+pub async fn start_with_options(config: &Config, options: Options) -> Exporter {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    Exporter::start(config, vec![listener], Options::default())
+    Exporter::start(config, vec![listener], options)
         .await
         .expect("exporter starts")
 }
