@@ -4,11 +4,12 @@
 //! - static snapshot: the first polling round against the ideal N / requests_per_second, resident
 //!   memory, and plain-text scrape throughput (with `../shared/bench/compare-scrape` when present,
 //!   which also runs an idiomatic Go exporter and a static-bytes floor);
-//! - constant change: after a reload to `requests_per_second` 20 with every digest due, so a new
-//!   snapshot is published every 50 ms, the median of 12 Prometheus-shaped scrapes (gzip,
+//! - constant change, in a second process with a 1 s refresh interval: after the first round, a
+//!   reload to `requests_per_second` 20 keeps every digest due, so a new snapshot is published
+//!   every 50 ms; the median of 12 Prometheus-shaped scrapes (gzip,
 //!   OpenMetrics `Accept`) beside the Go peer's, and the request rate achieved while `/metrics`
 //!   is scraped back to back on two connections;
-//! - peak resident memory over the whole run of that N.
+//! - peak resident memory over each of the two runs.
 //!
 //! Then resident memory with a large target list before any poll, and after a reload that drops
 //! all but 1 000 of them. A summary prints every figure beside its budget.
@@ -186,7 +187,7 @@ async fn run_one(n: usize, rps: f64, concurrency: usize) -> Figures {
     let config = dir.join("config.yml");
     write_config(&config, &sim.url(), n, rps, "1h", concurrency);
     let started = Instant::now();
-    let (_guard, pid, base) = start_exporter(&config);
+    let (guard, pid, base) = start_exporter(&config);
     let http = reqwest::Client::builder()
         .no_proxy()
         .build()
@@ -271,9 +272,17 @@ async fn run_one(n: usize, rps: f64, concurrency: usize) -> Figures {
         status_kib(pid, "VmHWM").unwrap_or(0)
     );
 
-    // Constant change: every digest due at once, polled at the change rate, so every publish
-    // (at most one per 50 ms) carries a new snapshot.
+    let static_peak = status_kib(pid, "VmHWM").unwrap_or(0);
+    drop(guard);
+
+    // Constant change, in a fresh process: a refresh interval of 1 s keeps every digest due, so
+    // after the first round (at the fast rate) the reload to the change rate leaves the token
+    // bucket as the only pace, and every publish (at most one per 50 ms) is a new snapshot.
     let change_rps: f64 = env_or("SAS_BENCH_CHANGE_RPS", 20.0);
+    write_config(&config, &sim.url(), n, rps, "1s", concurrency);
+    let started = Instant::now();
+    let (_guard, pid, base) = start_exporter(&config);
+    wait_for(&http, &format!("{base}/-/ready"), started).await;
     write_config(&config, &sim.url(), n, change_rps, "1s", concurrency);
     let reloaded = http
         .post(format!("{base}/-/reload"))
@@ -341,7 +350,7 @@ async fn run_one(n: usize, rps: f64, concurrency: usize) -> Figures {
     );
     let peak_kib = status_kib(pid, "VmHWM").unwrap_or(0);
     println!(
-        "n={n}: RSS at the end {} KiB, peak over the run {peak_kib} KiB",
+        "n={n}: RSS at the end {} KiB, peak over the run {peak_kib} KiB (static-snapshot run: peak {static_peak} KiB)",
         status_kib(pid, "VmRSS").unwrap_or(0)
     );
     let _ = std::fs::remove_dir_all(&dir);
