@@ -2,6 +2,12 @@
 //! series, in the Prometheus text and OpenMetrics formats, plain or gzip, plus process metrics.
 
 pub(crate) mod accounts;
+pub(crate) mod blocks;
 pub(crate) mod encode;
 pub(crate) mod negotiate;
 pub(crate) mod process;
+#[cfg(test)]
+mod reference;
+pub(crate) mod render;
+#[cfg(test)]
+mod tests;

@@ -95,7 +95,7 @@ async fn route(app: &App, req: &Request<Incoming>) -> Response<ChunksBody> {
     }
     let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
     if path == app.telemetry_path {
-        return metrics(app, header(header::ACCEPT), header(header::ACCEPT_ENCODING));
+        return metrics(app, header(header::ACCEPT), header(header::ACCEPT_ENCODING)).await;
     }
     match path {
         "/-/healthy" => text(StatusCode::OK, "Healthy.\n"),
@@ -139,10 +139,15 @@ async fn reload(app: &App, method: &Method) -> Response<ChunksBody> {
     }
 }
 
-fn metrics(app: &App, accept: Option<&str>, accept_encoding: Option<&str>) -> Response<ChunksBody> {
+async fn metrics(
+    app: &App,
+    accept: Option<&str>,
+    accept_encoding: Option<&str>,
+) -> Response<ChunksBody> {
     let format = negotiate(accept);
     let gzip = accepts_gzip(accept_encoding);
-    match app.exposition.render(format, gzip) {
+    // Encoding runs on the exposition's own thread; this only waits for it.
+    match app.exposition.render(format, gzip).await {
         Ok(chunks) => {
             let mut r = response(
                 StatusCode::OK,
@@ -159,8 +164,8 @@ fn metrics(app: &App, accept: Option<&str>, accept_encoding: Option<&str>) -> Re
             );
             r
         }
-        Err(_) => {
-            tracing::error!("encoding /metrics failed");
+        Err(e) => {
+            tracing::error!(error = %e, "encoding /metrics failed");
             text(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "encoding metrics failed\n",
