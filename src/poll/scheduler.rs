@@ -29,6 +29,11 @@ pub(crate) const RETRY_BACKOFF: Backoff =
     Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
 /// The longest `x-acs-retry-after` that is honoured.
 const RETRY_AFTER_CAP: Duration = Duration::from_secs(60);
+/// After a credentials failure with no backoff to wait for, the digest is tried again this soon;
+/// the provider's single flight and backoff keep the source itself from being hammered.
+const CREDENTIALS_RETRY: Duration = Duration::from_secs(1);
+/// Spreads the digests waiting on one credentials backoff, so they do not wake in one instant.
+const CREDENTIALS_SPREAD: Duration = Duration::from_millis(250);
 /// Snapshots are published at most this often; changes within the window are coalesced.
 pub const PUBLISH_EVERY: Duration = Duration::from_millis(50);
 
@@ -423,6 +428,17 @@ fn initial_state(
     (state, now + Duration::from_secs_f64(wait))
 }
 
+/// When a digest whose poll found no credentials is due again: just after the provider's backoff
+/// ends, so polling resumes as soon as the source works again.
+fn credentials_wait(shared: &Shared) -> Duration {
+    let backoff = shared
+        .client()
+        .credentials_provider()
+        .retry_in()
+        .unwrap_or(CREDENTIALS_RETRY);
+    backoff + CREDENTIALS_SPREAD.mul_f64(fastrand::f64())
+}
+
 /// Stores a poll's outcome, reschedules the digest, and marks the snapshot dirty.
 fn record(shared: &Shared, digest: &str, outcome: Result<ScanResult, ApiError>) {
     let now = unix_now();
@@ -432,6 +448,7 @@ fn record(shared: &Shared, digest: &str, outcome: Result<ScanResult, ApiError>) 
         return;
     };
     let mut state = TargetState::clone(current);
+    let credentials_failed = matches!(outcome, Err(ApiError::Credentials(_)));
     match outcome {
         Ok(result) => {
             // Bounded: a misbehaving API must not grow this set without limit.
@@ -474,7 +491,12 @@ fn record(shared: &Shared, digest: &str, outcome: Result<ScanResult, ApiError>) 
         }
     }
     state.refresh = refresh_interval(&state, &shared.polling());
-    let next = Instant::now() + jittered(state.refresh);
+    let wait = if credentials_failed {
+        credentials_wait(shared).min(state.refresh)
+    } else {
+        jittered(state.refresh)
+    };
+    let next = Instant::now() + wait;
     inner.due.insert((next, digest.to_owned()));
     inner.targets.insert(digest.to_owned(), Arc::new(state));
     drop(inner);
