@@ -71,3 +71,193 @@ async fn polling_resumes_soon_after_sts_recovers() {
     );
     exporter.shutdown().await;
 }
+
+/// Raises the soft open-files limit to the hard one, so a test can hold thousands of sockets.
+fn raise_fd_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        }
+    }
+    lim.rlim_cur as u64
+}
+
+/// Simulator requests per second over `window`.
+async fn poll_rate(sim: &Simulator, window: Duration) -> f64 {
+    let before = sim.total_requests();
+    tokio::time::sleep(window).await;
+    (sim.total_requests() - before) as f64 / window.as_secs_f64()
+}
+
+/// The time one fresh connection takes to answer `path`, or `None` if it did not within 5 s.
+async fn timed_get(
+    addr: std::net::SocketAddr,
+    path: &str,
+    auth: Option<(&str, &str)>,
+) -> Option<(u16, Duration)> {
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let mut req = http.get(format!("http://{addr}{path}"));
+    if let Some((user, password)) = auth {
+        req = req.basic_auth(user, Some(password));
+    }
+    let started = Instant::now();
+    let resp = match req.send().await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{path}: {e:?}");
+            return None;
+        }
+    };
+    let status = resp.status().as_u16();
+    resp.bytes().await.ok()?;
+    Some((status, started.elapsed()))
+}
+
+/// Two thousand connections, half pipelining scrapes they never read and half idle, do not keep
+/// a scrape, a health probe or polling from going on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_and_idle_connections_do_not_lock_out_clients() {
+    let connections: usize = std::env::var("HOSTILE_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let limit = raise_fd_limit();
+    assert!(
+        limit > 3 * connections as u64,
+        "open-files limit {limit} too low"
+    );
+    let sim = Simulator::start(Scenario::default()).await.expect("sim");
+    let targets: Vec<_> = (0..400).map(|n| target(&digest(n), "stall")).collect();
+    let exporter = start(&config(&sim, targets, polling(1, 1, 20.0, 4))).await;
+    let addr = exporter.addrs[0];
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let quiet_rate = poll_rate(&sim, Duration::from_secs(2)).await;
+
+    let opening = Instant::now();
+    let attackers = tokio::task::spawn_blocking(move || {
+        use std::io::Write as _;
+        let depth: usize = std::env::var("HOSTILE_DEPTH")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10);
+        let pipelined = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".repeat(depth);
+        let mut open = Vec::new();
+        for n in 0..connections {
+            let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+            else {
+                continue;
+            };
+            if n % 2 == 0 {
+                let _ = s.set_nonblocking(true);
+                let _ = s.write(pipelined.as_bytes());
+            }
+            open.push(s);
+        }
+        open
+    })
+    .await
+    .expect("attackers");
+    let opened = attackers.len();
+    eprintln!("{opened} connections opened in {:?}", opening.elapsed());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut worst_scrape = Duration::ZERO;
+    let mut worst_health = Duration::ZERO;
+    for _ in 0..5 {
+        let scrape = timed_get(addr, "/metrics", None).await;
+        let health = timed_get(addr, "/-/healthy", None).await;
+        eprintln!("under attack: /metrics {scrape:?}, /-/healthy {health:?}");
+        let (status, took) = scrape.expect("a scrape answers while the connections are open");
+        assert_eq!(status, 200);
+        worst_scrape = worst_scrape.max(took);
+        let (status, took) = health.expect("/-/healthy answers while the connections are open");
+        assert_eq!(status, 200);
+        worst_health = worst_health.max(took);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let attacked_rate = poll_rate(&sim, Duration::from_secs(2)).await;
+    eprintln!(
+        "{opened} connections open; worst /metrics {worst_scrape:?}, worst /-/healthy \
+         {worst_health:?}; polling {quiet_rate:.1} req/s before, {attacked_rate:.1} req/s during"
+    );
+    assert!(worst_scrape < Duration::from_secs(1), "{worst_scrape:?}");
+    assert!(worst_health < Duration::from_secs(1), "{worst_health:?}");
+    assert!(
+        attacked_rate > quiet_rate * 0.5,
+        "{attacked_rate} vs {quiet_rate}"
+    );
+    drop(attackers);
+    exporter.shutdown().await;
+}
+
+/// A client that pipelines scrapes and stops reading has its connection closed once the
+/// response makes no progress for a few seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_that_makes_no_progress_closes_its_connection() {
+    use std::io::{Read as _, Write as _};
+    let sim = Simulator::start(Scenario::default()).await.expect("sim");
+    let targets: Vec<_> = (0..400).map(|n| target(&digest(n), "stall")).collect();
+    let exporter = start(&config(&sim, targets, polling(600, 600, 50.0, 4))).await;
+    wait_ready(&exporter).await;
+    let addr = exporter.addrs[0];
+    let read = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        s.set_read_buffer_size_hint();
+        let requests = 200;
+        s.write_all(
+            "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+                .repeat(requests)
+                .as_bytes(),
+        )
+        .expect("pipeline");
+        std::thread::sleep(Duration::from_secs(8));
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut all = Vec::new();
+        let closed = s.read_to_end(&mut all).is_ok();
+        let answered = all.windows(15).filter(|w| w == b"HTTP/1.1 200 OK").count();
+        (closed, answered, requests)
+    })
+    .await
+    .expect("reader");
+    eprintln!(
+        "stalled reader: closed {}, {} of {} answered",
+        read.0, read.1, read.2
+    );
+    assert!(read.0, "the server closed the connection");
+    assert!(read.1 < read.2, "{read:?}");
+    exporter.shutdown().await;
+}
+
+trait BufferHint {
+    fn set_read_buffer_size_hint(&self);
+}
+
+impl BufferHint for std::net::TcpStream {
+    /// A small receive buffer, so the server's writes stall after a few responses.
+    fn set_read_buffer_size_hint(&self) {
+        use std::os::fd::AsRawFd as _;
+        let size: libc::c_int = 64 * 1024;
+        // SAFETY: setsockopt reads `size` for the duration of the call; the fd is open.
+        unsafe {
+            libc::setsockopt(
+                self.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+}
