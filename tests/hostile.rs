@@ -261,3 +261,107 @@ impl BufferHint for std::net::TcpStream {
         }
     }
 }
+
+/// Starts the exporter with a web config whose basic auth user `prom` has a bcrypt hash of
+/// `cost`.
+async fn start_with_basic_auth(
+    sim: &Simulator,
+    targets: Vec<sas_image_scan_exporter::config::Target>,
+    polling_config: sas_image_scan_exporter::config::PollingConfig,
+    cost: u32,
+    dir: &TempDir,
+) -> sas_image_scan_exporter::app::Exporter {
+    let hash = bcrypt::hash("s3cret", cost).expect("hash");
+    let web = dir.path().join("web.yml");
+    std::fs::write(&web, format!("basic_auth_users:\n  prom: '{hash}'\n")).expect("web config");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    sas_image_scan_exporter::app::Exporter::start(
+        &config(sim, targets, polling_config),
+        vec![listener],
+        sas_image_scan_exporter::app::Options {
+            web_config: Some(web),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("exporter starts")
+}
+
+/// Eight clients guessing passwords at bcrypt cost 12 do not slow down a scrape with cached
+/// credentials, a health probe, or polling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_flood_does_not_stall_the_server() {
+    let dir = TempDir::new("hostile-bcrypt");
+    let sim = Simulator::start(Scenario::default()).await.expect("sim");
+    let targets: Vec<_> = (0..50).map(|n| target(&digest(n), "auth")).collect();
+    let exporter = start_with_basic_auth(&sim, targets, polling(1, 1, 10.0, 4), 12, &dir).await;
+    let addr = exporter.addrs[0];
+    let good = Some(("prom", "s3cret"));
+    // The first check pays bcrypt once; later ones hit the cache.
+    assert_eq!(
+        timed_get(addr, "/metrics", good).await.map(|r| r.0),
+        Some(200)
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let quiet_rate = poll_rate(&sim, Duration::from_secs(2)).await;
+    let mut quiet_scrape = Duration::ZERO;
+    for _ in 0..5 {
+        let (status, took) = timed_get(addr, "/metrics", good).await.expect("scrape");
+        assert_eq!(status, 200);
+        quiet_scrape = quiet_scrape.max(took);
+    }
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut attackers = Vec::new();
+    for n in 0..8 {
+        let stop = Arc::clone(&stop);
+        attackers.push(tokio::spawn(async move {
+            let mut guess = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                guess += 1;
+                let password = format!("guess-{n}-{guess}");
+                let r = timed_get(addr, "/metrics", Some(("prom", &password))).await;
+                if let Some((status, _)) = r {
+                    assert_eq!(status, 401);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut worst_scrape = Duration::ZERO;
+    let mut worst_health = Duration::ZERO;
+    for _ in 0..10 {
+        let (status, took) = timed_get(addr, "/metrics", good).await.expect("scrape");
+        assert_eq!(status, 200);
+        worst_scrape = worst_scrape.max(took);
+        let (status, took) = timed_get(addr, "/-/healthy", None).await.expect("health");
+        assert_eq!(status, 200);
+        worst_health = worst_health.max(took);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let attacked_rate = poll_rate(&sim, Duration::from_secs(3)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for a in attackers {
+        a.await.expect("attacker");
+    }
+    eprintln!(
+        "bcrypt flood: scrape {quiet_scrape:?} quiet, worst {worst_scrape:?} under attack; \
+         worst /-/healthy {worst_health:?}; polling {quiet_rate:.2} req/s quiet, \
+         {attacked_rate:.2} req/s under attack"
+    );
+    assert!(
+        worst_scrape < Duration::from_millis(300),
+        "{worst_scrape:?}"
+    );
+    assert!(
+        worst_health < Duration::from_millis(300),
+        "{worst_health:?}"
+    );
+    assert!(
+        attacked_rate > quiet_rate * 0.7,
+        "{attacked_rate} vs {quiet_rate}"
+    );
+    exporter.shutdown().await;
+}
