@@ -365,3 +365,65 @@ async fn wrong_password_flood_does_not_stall_the_server() {
     );
     exporter.shutdown().await;
 }
+
+/// A digest whose poll failed (retries exhausted) comes back after the larger of
+/// `active_interval` and the backoff, not after a whole `interval`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_poll_is_retried_after_active_interval_not_interval() {
+    use sas_image_scan_exporter::simulator::{Fault, FaultScope};
+    let sim = Simulator::start(Scenario::default()).await.expect("sim");
+    let d = digest(7);
+    sim.inject(
+        FaultScope::Digest(d.clone()),
+        Fault::error(503, "ServiceUnavailable").times(1),
+    );
+    let mut p = polling(600, 2, 10.0, 2);
+    p.max_retries = 0;
+    let exporter = start(&config(&sim, vec![target(&d, "a")], p)).await;
+    let store = exporter.store.clone();
+    wait_for("the failed poll", || {
+        store.load().targets[0].up == Some(false)
+    })
+    .await;
+    let failed = Instant::now();
+    wait_for("the digest back up", || {
+        store.load().targets[0].up == Some(true)
+    })
+    .await;
+    let back = failed.elapsed();
+    eprintln!("failed digest back up after {back:?}");
+    assert!(back >= Duration::from_millis(1500), "{back:?}");
+    assert!(back < Duration::from_secs(5), "{back:?}");
+    assert_eq!(sim.requests_for(&d), 2);
+    exporter.shutdown().await;
+}
+
+/// A reload that shortens `interval` pulls the due times in to the new interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shorter_interval_on_reload_pulls_due_times_in() {
+    use sas_image_scan_exporter::{ClientOptions, SasClient, StaticProvider};
+    let sim = Simulator::start(Scenario::default()).await.expect("sim");
+    let targets: Vec<_> = (0..5).map(|n| target(&digest(n), "a")).collect();
+    let cfg = config(&sim, targets.clone(), polling(3600, 3600, 50.0, 2));
+    let exporter = start(&cfg).await;
+    wait_ready(&exporter).await;
+    assert_eq!(sim.total_requests(), 5);
+    let provider = Arc::new(StaticProvider::new(
+        "static",
+        sas_image_scan_exporter::Credentials::new(
+            sas_image_scan_exporter::simulator::SIM_ACCESS_KEY_ID,
+            sas_image_scan_exporter::simulator::SIM_ACCESS_KEY_SECRET,
+            None,
+            None,
+        ),
+    ));
+    let client = SasClient::new(ClientOptions::from_config(&cfg.sas), provider).expect("client");
+    exporter
+        .scheduler
+        .reconfigure(client, polling(2, 2, 50.0, 2), &targets);
+    let reloaded = Instant::now();
+    wait_for("every digest polled again", || sim.total_requests() >= 10).await;
+    eprintln!("polled again {:?} after the reload", reloaded.elapsed());
+    assert!(reloaded.elapsed() < Duration::from_secs(4));
+    exporter.shutdown().await;
+}
