@@ -427,3 +427,119 @@ async fn a_shorter_interval_on_reload_pulls_due_times_in() {
     assert!(reloaded.elapsed() < Duration::from_secs(4));
     exporter.shutdown().await;
 }
+
+const BIN: &str = env!("CARGO_BIN_EXE_sas-image-scan-exporter");
+
+fn kill(child: &std::process::Child, signal: libc::c_int) {
+    // SAFETY: kill(2) has no memory effects; the pid is our own unreaped child.
+    unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+}
+
+/// Waits up to `limit` for the child to exit; its exit status, or `None` if it still runs.
+fn wait_exit(child: &mut std::process::Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// SIGTERM while start-up waits for credentials (STS never answers) is a clean exit (0).
+#[test]
+fn sigterm_while_waiting_for_credentials_exits_zero() {
+    let dir = TempDir::new("hostile-sigterm");
+    // Accepts connections and never answers: the OIDC step of the chain waits.
+    let blackhole = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "oidc-token").expect("token");
+    let config = dir.path().join("c.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "sas:\n  endpoint: http://127.0.0.1:1\ncredentials:\n  ram_role_arn: {ROLE}\n  sts_endpoint: http://{}\ntargets:\n  - digest: {}\n",
+            blackhole.local_addr().expect("addr"),
+            digest(1)
+        ),
+    )
+    .expect("config");
+    let mut child = KillOnDrop(
+        std::process::Command::new(BIN)
+            .arg("--config.file")
+            .arg(&config)
+            .args([
+                "--web.listen-address",
+                &format!("127.0.0.1:{}", free_port()),
+            ])
+            .env_clear()
+            .env("HOME", dir.path())
+            .env("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
+            .env("ALIBABA_CLOUD_ROLE_ARN", ROLE)
+            .env(
+                "ALIBABA_CLOUD_OIDC_PROVIDER_ARN",
+                "acs:ram::1:oidc-provider/x",
+            )
+            .env("ALIBABA_CLOUD_OIDC_TOKEN_FILE", &token)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        child.0.try_wait().expect("wait").is_none(),
+        "still starting"
+    );
+    kill(&child.0, libc::SIGTERM);
+    let status = wait_exit(&mut child.0, Duration::from_secs(5)).expect("exited");
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
+
+/// A second SIGTERM during a slow graceful shutdown (a request in flight) exits at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_forces_an_immediate_exit() {
+    use sas_image_scan_exporter::simulator::{
+        Fault, FaultScope, SIM_ACCESS_KEY_ID, SIM_ACCESS_KEY_SECRET,
+    };
+    let dir = TempDir::new("hostile-sigterm2");
+    let sim = Simulator::start(Scenario::default()).await.expect("sim");
+    sim.inject(FaultScope::Global, Fault::delay(Duration::from_secs(60)));
+    let config = dir.path().join("c.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "sas:\n  endpoint: {}\n  timeout: 30s\ncredentials:\n  access_key_id: {SIM_ACCESS_KEY_ID}\n  access_key_secret: {SIM_ACCESS_KEY_SECRET}\ntargets:\n  - digest: {}\n",
+            sim.url(),
+            digest(1)
+        ),
+    )
+    .expect("config");
+    let mut child = KillOnDrop(
+        std::process::Command::new(BIN)
+            .arg("--config.file")
+            .arg(&config)
+            .args([
+                "--web.listen-address",
+                &format!("127.0.0.1:{}", free_port()),
+            ])
+            .env("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
+    wait_for("a request in flight", || sim.total_requests() >= 1).await;
+    kill(&child.0, libc::SIGTERM);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(child.0.try_wait().expect("wait").is_none(), "draining");
+    let second = Instant::now();
+    kill(&child.0, libc::SIGTERM);
+    let status = wait_exit(&mut child.0, Duration::from_secs(5)).expect("exited at once");
+    eprintln!(
+        "exited {:?} after the second SIGTERM: {status:?}",
+        second.elapsed()
+    );
+    assert!(second.elapsed() < Duration::from_secs(3));
+}
