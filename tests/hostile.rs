@@ -543,3 +543,66 @@ async fn a_second_sigterm_forces_an_immediate_exit() {
     );
     assert!(second.elapsed() < Duration::from_secs(3));
 }
+
+/// A failed state-file write leaves no temporary file and shows in the metrics; a file written by
+/// a newer exporter is set aside rather than overwritten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_file_failures_are_visible_and_newer_files_are_kept() {
+    let dir = TempDir::new("hostile-state");
+    let sim = Simulator::start(Scenario::default()).await.expect("sim");
+
+    // A directory where the file should go: every rename over it fails.
+    let blocked = dir.path().join("blocked.json");
+    std::fs::create_dir(&blocked).expect("dir");
+    std::fs::write(blocked.join("keep"), "x").expect("file in dir");
+    let mut cfg = config(
+        &sim,
+        vec![target(&digest(1), "a")],
+        polling(600, 600, 10.0, 2),
+    );
+    cfg.state_file = Some(blocked.clone());
+    let exporter = start(&cfg).await;
+    wait_ready(&exporter).await;
+    let before = scrape_samples(&exporter).await;
+    assert_eq!(before["sas_exporter_state_file_last_write_successful"], 1.0);
+    exporter.shutdown().await;
+    let tmp = dir.path().join("blocked.json.tmp");
+    assert!(!tmp.exists(), "temporary file left behind");
+
+    let exporter = start(&cfg).await;
+    wait_ready(&exporter).await;
+    let deadline = Instant::now() + Duration::from_secs(12);
+    loop {
+        let s = scrape_samples(&exporter).await;
+        if s["sas_exporter_state_file_last_write_successful"] == 0.0 {
+            assert_eq!(
+                s["sas_exporter_state_file_last_write_success_timestamp_seconds"],
+                0.0
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no failed write reported");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!tmp.exists(), "temporary file left behind");
+    exporter.shutdown().await;
+
+    // A newer exporter's file.
+    let newer = dir.path().join("state.json");
+    let text = r#"{"format":"sas-image-scan-exporter/state","version":99,"targets":[]}"#;
+    std::fs::write(&newer, text).expect("newer");
+    cfg.state_file = Some(newer.clone());
+    let exporter = start(&cfg).await;
+    wait_ready(&exporter).await;
+    exporter.shutdown().await;
+    let aside = dir.path().join("state.json.v99.bak");
+    assert_eq!(std::fs::read_to_string(&aside).expect("set aside"), text);
+    let ours = std::fs::read_to_string(&newer).expect("ours");
+    assert!(ours.contains(&digest(1)), "{ours}");
+}
+
+async fn scrape_samples(
+    exporter: &sas_image_scan_exporter::app::Exporter,
+) -> std::collections::BTreeMap<String, f64> {
+    samples(&get(exporter, "/metrics", &[]).await.body)
+}
