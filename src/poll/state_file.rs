@@ -311,9 +311,11 @@ mod tests {
             format!(r#"{{"format":"{FORMAT}","version":99,"targets":[]}}"#),
         )
         .expect("future");
-        let e = read(&path).expect_err("version").to_string();
+        let e = read(&path).expect_err("version");
+        assert!(matches!(e, StateError::Newer { version: 99, .. }), "{e}");
         assert!(
-            e.ends_with("state file version Some(99) is not the supported 1"),
+            e.to_string()
+                .ends_with("state file version 99 is newer than the supported 1"),
             "{e}"
         );
     }
