@@ -167,6 +167,15 @@ fn config_check(path: &std::path::Path) -> ExitCode {
 }
 
 async fn run(cli: Cli, shard: Shard) -> ExitCode {
+    // Installed first, so a stop request during a slow start-up (waiting for credentials) is a
+    // clean exit rather than death by the default signal action.
+    let mut signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install signal handlers");
+            return ExitCode::from(1);
+        }
+    };
     let mut _demo = None;
     let config = if cli.demo {
         let Some((demo, config)) = start_demo().await else {
@@ -208,7 +217,14 @@ async fn run(cli: Cli, shard: Shard) -> ExitCode {
         web_config: cli.web_config_file.clone(),
         ..Options::default()
     };
-    let exporter = match Exporter::start(&config, listeners, options).await {
+    let started = tokio::select! {
+        r = Exporter::start(&config, listeners, options) => r,
+        _ = signals.stop() => {
+            tracing::info!("stopped during start-up");
+            return ExitCode::SUCCESS;
+        }
+    };
+    let exporter = match started {
         Ok(e) => e,
         Err(e) => {
             tracing::error!(error = %e, "cannot start");
@@ -218,10 +234,14 @@ async fn run(cli: Cli, shard: Shard) -> ExitCode {
     // The scheduler holds its own copy of every target.
     drop(config);
     release_freed_memory();
-    if let Err(e) = serve_signals(&exporter).await {
-        tracing::error!(error = %e, "cannot wait for signals; shutting down");
-    }
+    serve_signals(&exporter, &mut signals).await;
     tracing::info!("shutting down");
+    // A second stop request means the operator does not want to wait for the drain.
+    tokio::spawn(async move {
+        signals.stop().await;
+        tracing::warn!("second stop signal; exiting at once");
+        std::process::exit(1);
+    });
     exporter.shutdown().await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
@@ -267,17 +287,39 @@ fn release_freed_memory() {
     }
 }
 
+/// SIGTERM, SIGINT and SIGHUP, installed once for the life of the process.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Waits for SIGTERM or SIGINT.
+    async fn stop(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+}
+
 /// Reloads on SIGHUP; returns on SIGTERM or SIGINT.
-async fn serve_signals(exporter: &Exporter) -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
+async fn serve_signals(exporter: &Exporter, signals: &mut Signals) {
     loop {
         tokio::select! {
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
-            _ = hup.recv() => {
+            _ = signals.term.recv() => return,
+            _ = signals.int.recv() => return,
+            _ = signals.hup.recv() => {
                 // The outcome is logged by the reloader.
                 let _ = exporter.reload().await;
             }

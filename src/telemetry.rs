@@ -51,6 +51,10 @@ pub struct ExporterMetrics {
     reload_ok: Gauge,
     reload_ts: Gauge<f64, std::sync::atomic::AtomicU64>,
     target_files: Family<FileLabels, Gauge>,
+    state_write_ok: Gauge,
+    state_write_ts: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// The state-file series exist only when a state file is configured.
+    state_file_configured: bool,
     codes_seen: Mutex<HashSet<String>>,
 }
 
@@ -63,12 +67,25 @@ impl Default for ExporterMetrics {
             reload_ok: Gauge::default(),
             reload_ts: Gauge::default(),
             target_files: Family::default(),
+            state_write_ok: Gauge::default(),
+            state_write_ts: Gauge::default(),
+            state_file_configured: false,
             codes_seen: Mutex::new(HashSet::new()),
         }
     }
 }
 
 impl ExporterMetrics {
+    /// Own metrics; the state-file series only when `state_file` is configured.
+    pub fn new(state_file: bool) -> Self {
+        let m = ExporterMetrics {
+            state_file_configured: state_file,
+            ..ExporterMetrics::default()
+        };
+        m.state_write_ok.set(1);
+        m
+    }
+
     /// Registers every series, so the registry encodes their current values at each scrape.
     pub(crate) fn register(&self, registry: &mut Registry) {
         registry.register(
@@ -101,6 +118,26 @@ impl ExporterMetrics {
             "Whether the last read of each target file succeeded (a failed file keeps its previous targets)",
             self.target_files.clone(),
         );
+        if self.state_file_configured {
+            registry.register(
+                "sas_exporter_state_file_last_write_successful",
+                "Whether the last write of the state file succeeded (1 until the first write)",
+                self.state_write_ok.clone(),
+            );
+            registry.register(
+                "sas_exporter_state_file_last_write_success_timestamp_seconds",
+                "When the state file was last written successfully (0 before the first write)",
+                self.state_write_ts.clone(),
+            );
+        }
+    }
+
+    /// Records the outcome of a state-file write.
+    pub fn state_file_written(&self, ok: bool) {
+        self.state_write_ok.set(i64::from(ok));
+        if ok {
+            self.state_write_ts.set(unix_now());
+        }
     }
 
     /// Counts one HTTP request sent to an account's API and how long it took.

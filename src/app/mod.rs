@@ -66,6 +66,7 @@ pub struct Exporter {
     trigger: ShutdownTrigger,
     others: Vec<JoinHandle<()>>,
     state_file: Option<PathBuf>,
+    metrics: Arc<ExporterMetrics>,
 }
 
 impl std::fmt::Debug for Exporter {
@@ -111,6 +112,20 @@ impl Exporter {
                     tracing::info!(file = %path.display(), digests = r.len(), "state restored");
                     r
                 }
+                Err(state_file::StateError::Newer { version, .. }) => {
+                    match state_file::set_aside(path, version) {
+                        Ok(aside) => tracing::warn!(
+                            file = %path.display(),
+                            kept_as = %aside.display(),
+                            version,
+                            "state file from a newer exporter set aside, not overwritten"
+                        ),
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot set the newer state file aside")
+                        }
+                    }
+                    Default::default()
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "state file ignored");
                     Default::default()
@@ -120,7 +135,7 @@ impl Exporter {
         };
 
         let store = Arc::new(Store::default());
-        let metrics = Arc::new(ExporterMetrics::default());
+        let metrics = Arc::new(ExporterMetrics::new(config.state_file.is_some()));
         metrics.config_loaded(true);
         metrics.target_files(files.status());
         let view: AccountsHandle = Arc::new(ArcSwap::from_pointee(Vec::new()));
@@ -172,6 +187,7 @@ impl Exporter {
             others.push(tokio::spawn(write_state_periodically(
                 path.clone(),
                 Arc::clone(&store),
+                Arc::clone(&metrics),
                 signal,
             )));
         }
@@ -191,6 +207,7 @@ impl Exporter {
             trigger,
             others,
             state_file: config.state_file.clone(),
+            metrics,
         })
     }
 
@@ -216,24 +233,40 @@ impl Exporter {
             }
         }
         if let Some(path) = self.state_file {
-            write_state(path, Arc::clone(&self.store)).await;
+            write_state(path, Arc::clone(&self.store), &self.metrics).await;
         }
     }
 }
 
-async fn write_state(path: PathBuf, store: Arc<Store>) -> u64 {
+async fn write_state(path: PathBuf, store: Arc<Store>, metrics: &ExporterMetrics) -> u64 {
     let snapshot = store.load();
     let version = snapshot.version;
     let result = tokio::task::spawn_blocking(move || state_file::write(&path, &snapshot)).await;
-    match result {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "cannot write the state file"),
-        Err(e) => tracing::error!(error = %e, "the state writer failed"),
+    let ok = match result {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cannot write the state file");
+            false
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the state writer failed");
+            false
+        }
+    };
+    metrics.state_file_written(ok);
+    if !ok {
+        // Try again at the next tick rather than wait for the next change.
+        return 0;
     }
     version
 }
 
-async fn write_state_periodically(path: PathBuf, store: Arc<Store>, mut shutdown: Shutdown) {
+async fn write_state_periodically(
+    path: PathBuf,
+    store: Arc<Store>,
+    metrics: Arc<ExporterMetrics>,
+    mut shutdown: Shutdown,
+) {
     let mut written = 0;
     loop {
         tokio::select! {
@@ -241,7 +274,7 @@ async fn write_state_periodically(path: PathBuf, store: Arc<Store>, mut shutdown
             _ = shutdown.wait() => return,
         }
         if store.load().version != written {
-            written = write_state(path.clone(), Arc::clone(&store)).await;
+            written = write_state(path.clone(), Arc::clone(&store), &metrics).await;
         }
     }
 }

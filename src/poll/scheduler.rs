@@ -30,12 +30,33 @@ pub(crate) const RETRY_BACKOFF: Backoff =
     Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
 /// The longest `x-acs-retry-after` that is honoured.
 const RETRY_AFTER_CAP: Duration = Duration::from_secs(60);
+/// After a credentials failure with no backoff to wait for, the digest is tried again this soon;
+/// the provider's single flight and backoff keep the source itself from being hammered.
+const CREDENTIALS_RETRY: Duration = Duration::from_secs(1);
+/// Spreads the digests waiting on one credentials backoff, so they do not wake in one instant.
+const CREDENTIALS_SPREAD: Duration = Duration::from_millis(250);
 /// Snapshots are published at most this often; changes within the window are coalesced.
 pub const PUBLISH_EVERY: Duration = Duration::from_millis(50);
 
+/// A due entry: when, then how stale (never polled first, then the oldest success), then the
+/// digest. Digests due at one moment are polled stalest first, so restarts do not keep favouring
+/// the same subset.
+type Due = (Instant, Staleness, String);
+
+/// Orders by the last success: `0` for never polled, else its time in milliseconds.
+type Staleness = u64;
+
+fn staleness(state: &TargetState) -> Staleness {
+    state
+        .last_success
+        .map_or(0, |t| (t.max(0.0) * 1000.0) as u64 + 1)
+}
+
 struct Inner {
     targets: BTreeMap<String, Arc<TargetState>>,
-    due: BTreeSet<(Instant, String)>,
+    due: BTreeSet<Due>,
+    /// Consecutive failed polls per digest, for the failure backoff.
+    failures: HashMap<String, u32>,
     last_credentials_error: Option<String>,
     unknown_statuses: HashSet<String>,
 }
@@ -114,8 +135,8 @@ impl Scheduler {
         let mut due = BTreeSet::new();
         for t in targets {
             let (state, at) = initial_state(t, restored.get(&t.digest), &polling, now);
+            due.insert((at, staleness(&state), t.digest.clone()));
             map.insert(t.digest.clone(), Arc::new(state));
-            due.insert((at, t.digest.clone()));
         }
         let shared = Arc::new(Shared {
             account,
@@ -130,6 +151,7 @@ impl Scheduler {
             inner: Mutex::new(Inner {
                 targets: map,
                 due,
+                failures: HashMap::new(),
                 last_credentials_error: None,
                 unknown_statuses: HashSet::new(),
             }),
@@ -190,7 +212,8 @@ impl Scheduler {
             .collect();
         if !removed.is_empty() {
             inner.targets.retain(|d, _| !removed.contains(d));
-            inner.due.retain(|(_, d)| !removed.contains(d));
+            inner.due.retain(|(_, _, d)| !removed.contains(d));
+            inner.failures.retain(|d, _| !removed.contains(d));
         }
         for t in targets {
             match inner.targets.get(&t.digest) {
@@ -207,10 +230,11 @@ impl Scheduler {
                         t.digest.clone(),
                         Arc::new(TargetState::new(t, polling.interval)),
                     );
-                    inner.due.insert((now, t.digest.clone()));
+                    inner.due.insert((now, 0, t.digest.clone()));
                 }
             }
         }
+        pull_in_due_times(&mut inner, &polling, now);
         drop(inner);
         shared.publish();
         shared.wake.notify_one();
@@ -230,7 +254,7 @@ impl Scheduler {
                 }
             }
             let next = self.shared.lock().due.first().cloned();
-            let (at, digest) = match next {
+            let (at, stale, digest) = match next {
                 None => {
                     tokio::select! {
                         _ = self.shared.wake.notified() => continue,
@@ -247,7 +271,7 @@ impl Scheduler {
                 }
                 continue;
             }
-            if !self.shared.lock().due.remove(&(at, digest.clone())) {
+            if !self.shared.lock().due.remove(&(at, stale, digest.clone())) {
                 continue;
             }
             let permit = tokio::select! {
@@ -402,10 +426,13 @@ impl Drop for PollGuard {
         }
         let interval = self.shared.polling().interval;
         let mut inner = self.shared.lock();
-        if inner.targets.contains_key(&self.digest) {
-            inner
-                .due
-                .insert((Instant::now() + jittered(interval), self.digest.clone()));
+        if let Some(state) = inner.targets.get(&self.digest) {
+            let stale = staleness(state);
+            inner.due.insert((
+                Instant::now() + jittered(interval),
+                stale,
+                self.digest.clone(),
+            ));
         }
         drop(inner);
         self.shared.wake.notify_one();
@@ -446,6 +473,57 @@ fn initial_state(
     (state, now + Duration::from_secs_f64(wait))
 }
 
+/// When a digest whose retries ran out is polled again: after the larger of `active_interval`
+/// and the backoff for `failures` consecutive failures, never later than `interval`.
+fn failed_poll_wait(failures: u32, polling: &PollingConfig) -> Duration {
+    let backoff = RETRY_BACKOFF.ceiling(failures.saturating_sub(1));
+    jittered(backoff.max(polling.active_interval)).min(polling.interval)
+}
+
+/// After a reload that shortened the intervals, no digest waits longer than its new refresh
+/// interval (or, for a failing digest, its failure wait) from now.
+fn pull_in_due_times(inner: &mut Inner, polling: &PollingConfig, now: Instant) {
+    let late: Vec<Due> = inner
+        .due
+        .iter()
+        .filter(|(at, _, digest)| {
+            inner.targets.get(digest).is_some_and(|state| {
+                let limit = match inner.failures.get(digest) {
+                    Some(&n) => failed_poll_wait(n, polling),
+                    None => refresh_interval(state, polling),
+                };
+                *at > now + limit
+            })
+        })
+        .cloned()
+        .collect();
+    for entry in late {
+        inner.due.remove(&entry);
+        let (_, stale, digest) = entry;
+        let refresh = match inner.targets.get(&digest) {
+            Some(state) => refresh_interval(state, polling),
+            None => continue,
+        };
+        let wait = match inner.failures.get(&digest) {
+            Some(&n) => failed_poll_wait(n, polling),
+            // Spread over the new interval, so a big reload does not poll everything at once.
+            None => refresh.mul_f64(fastrand::f64()),
+        };
+        inner.due.insert((now + wait, stale, digest));
+    }
+}
+
+/// When a digest whose poll found no credentials is due again: just after the provider's backoff
+/// ends, so polling resumes as soon as the source works again.
+fn credentials_wait(shared: &Shared) -> Duration {
+    let backoff = shared
+        .client()
+        .credentials_provider()
+        .retry_in()
+        .unwrap_or(CREDENTIALS_RETRY);
+    backoff + CREDENTIALS_SPREAD.mul_f64(fastrand::f64())
+}
+
 /// Stores a poll's outcome, reschedules the digest, and marks the snapshot dirty.
 fn record(shared: &Shared, digest: &str, outcome: Result<ScanResult, ApiError>) {
     let now = unix_now();
@@ -455,6 +533,8 @@ fn record(shared: &Shared, digest: &str, outcome: Result<ScanResult, ApiError>) 
         return;
     };
     let mut state = TargetState::clone(current);
+    let credentials_failed = matches!(outcome, Err(ApiError::Credentials(_)));
+    let failed = outcome.is_err();
     match outcome {
         Ok(result) => {
             // Bounded: a misbehaving API must not grow this set without limit.
@@ -498,11 +578,108 @@ fn record(shared: &Shared, digest: &str, outcome: Result<ScanResult, ApiError>) 
             state.last_error = Some(e.to_string());
         }
     }
-    state.refresh = refresh_interval(&state, &shared.polling());
-    let next = Instant::now() + jittered(state.refresh);
-    inner.due.insert((next, digest.to_owned()));
+    let polling = shared.polling();
+    state.refresh = refresh_interval(&state, &polling);
+    let wait = if credentials_failed {
+        credentials_wait(shared).min(state.refresh)
+    } else if failed {
+        let failures = inner.failures.entry(digest.to_owned()).or_insert(0);
+        *failures = failures.saturating_add(1);
+        failed_poll_wait(*failures, &polling)
+    } else {
+        inner.failures.remove(digest);
+        jittered(state.refresh)
+    };
+    let next = Instant::now() + wait;
+    inner
+        .due
+        .insert((next, staleness(&state), digest.to_owned()));
     inner.targets.insert(digest.to_owned(), Arc::new(state));
     drop(inner);
     shared.wake.notify_one();
     shared.dirty.notify_one();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aliyun::credentials::StaticProvider;
+    use crate::aliyun::signing::Credentials;
+    use crate::config::{Location, SasConfig};
+    use sas_simulator::{SIM_ACCESS_KEY_ID, SIM_ACCESS_KEY_SECRET, Scenario, Simulator};
+
+    fn target(n: u32) -> Target {
+        Target {
+            digest: format!("{n:08x}").repeat(8),
+            account: "default".into(),
+            labels: BTreeMap::new(),
+            location: Location {
+                file: "test".into(),
+                line: 1,
+                column: 1,
+            },
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn due_digests_are_polled_stalest_first() {
+        let sim = Simulator::start(Scenario::default()).await.expect("sim");
+        let sas = SasConfig {
+            endpoint: sim.url().parse().ok(),
+            ..SasConfig::default()
+        };
+        let provider = Arc::new(StaticProvider::new(
+            "static",
+            Credentials::new(SIM_ACCESS_KEY_ID, SIM_ACCESS_KEY_SECRET, None, None),
+        ));
+        let client = SasClient::new(sas.client_options(), provider).expect("client");
+        let polling = PollingConfig {
+            interval: Duration::from_secs(600),
+            active_interval: Duration::from_secs(600),
+            concurrency: 1,
+            requests_per_second: 100.0,
+            max_retries: 0,
+        };
+        let targets: Vec<Target> = (0..6).map(target).collect();
+        // All overdue; the higher the number, the older the last success; 5 was never polled.
+        let now = unix_now();
+        let restored: HashMap<String, TargetState> = targets[..5]
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let mut state = TargetState::new(t, polling.interval);
+                state.data = Known::NoTask;
+                state.last_success = Some(now - 10_000.0 - 100.0 * i as f64);
+                state.up = Some(true);
+                (t.digest.clone(), state)
+            })
+            .collect();
+        let scheduler = Scheduler::new(
+            Arc::from("default"),
+            client,
+            polling,
+            &targets,
+            &restored,
+            Arc::new(Store::default()),
+            Arc::new(ExporterMetrics::default()),
+        );
+        let (trigger, signal) = crate::shutdown::channel();
+        let run = {
+            let s = scheduler.clone();
+            tokio::spawn(async move { s.run(signal, Duration::from_secs(1)).await })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while sim.total_requests() < 6 {
+            assert!(std::time::Instant::now() < deadline, "not all polled");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        trigger.trigger();
+        run.await.expect("run");
+        let order: Vec<String> = sim.log().into_iter().filter_map(|e| e.digest).collect();
+        let expected: Vec<String> = [5, 4, 3, 2, 1, 0]
+            .iter()
+            .map(|&n| targets[n].digest.clone())
+            .collect();
+        assert_eq!(order, expected);
+    }
 }

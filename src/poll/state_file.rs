@@ -55,6 +55,14 @@ pub enum StateError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The file was written by a newer exporter; it is kept, never overwritten.
+    #[error("{path}: state file version {version} is newer than the supported {VERSION}")]
+    Newer {
+        /// The file.
+        path: PathBuf,
+        /// The version it declares.
+        version: u32,
+    },
     /// The file is not a readable state file of ours.
     #[error("{path}: {message}")]
     Invalid {
@@ -97,11 +105,18 @@ pub fn write(path: &Path, snapshot: &Snapshot) -> Result<(), StateError> {
     let mut tmp_name = path.as_os_str().to_owned();
     tmp_name.push(".tmp");
     let tmp = PathBuf::from(tmp_name);
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(&json).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(io)?;
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&json)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        // A half-written temporary file is of no use to anyone; do not leave it behind.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(e));
+    }
     // Make the rename itself durable.
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
         && let Ok(d) = std::fs::File::open(dir)
@@ -109,6 +124,19 @@ pub fn write(path: &Path, snapshot: &Snapshot) -> Result<(), StateError> {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// Moves a newer exporter's state file to `<name>.v<N>.bak`, so this older one does not
+/// overwrite it; returns where it went.
+pub fn set_aside(path: &Path, version: u32) -> Result<PathBuf, StateError> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".v{version}.bak"));
+    let aside = PathBuf::from(name);
+    std::fs::rename(path, &aside).map_err(|source| StateError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(aside)
 }
 
 /// Reads a state file into states by (account, digest); labels are left empty, since the config
@@ -151,6 +179,14 @@ pub fn read(path: &Path) -> Result<HashMap<(String, String), TargetState>, State
             "not a state file of this exporter (format {:?})",
             header.format
         )));
+    }
+    if let Some(version) = header.version
+        && version > VERSION
+    {
+        return Err(StateError::Newer {
+            path: path.to_owned(),
+            version,
+        });
     }
     if header.version != Some(VERSION) {
         return Err(invalid(format!(
@@ -287,9 +323,11 @@ mod tests {
             format!(r#"{{"format":"{FORMAT}","version":99,"targets":[]}}"#),
         )
         .expect("future");
-        let e = read(&path).expect_err("version").to_string();
+        let e = read(&path).expect_err("version");
+        assert!(matches!(e, StateError::Newer { version: 99, .. }), "{e}");
         assert!(
-            e.ends_with("state file version Some(99) is not the supported 1"),
+            e.to_string()
+                .ends_with("state file version 99 is newer than the supported 1"),
             "{e}"
         );
     }

@@ -11,12 +11,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
+use crate::server::conns::{Registry, Watched};
 use crate::server::routes::{App, handle};
 use crate::shutdown::Shutdown;
 
-/// Most connections served at once; further clients wait in the listen backlog.
+/// Most connections served at once; beyond it the stillest idle or stalled one is shed.
 pub const MAX_CONNECTIONS: usize = 1024;
 /// A client must send its request headers within this time.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -62,7 +62,7 @@ pub async fn bind(address: &str) -> Result<TcpListener, String> {
 /// Serves `app` on every listener until `shutdown` fires, then drains connections.
 pub async fn serve(listeners: Vec<TcpListener>, app: Arc<App>, mut shutdown: Shutdown) {
     let graceful = Arc::new(GracefulShutdown::new());
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let limit = Registry::new(MAX_CONNECTIONS);
     let mut accept_loops = tokio::task::JoinSet::new();
     for listener in listeners {
         accept_loops.spawn(accept_loop(
@@ -90,7 +90,7 @@ async fn accept_loop(
     listener: TcpListener,
     app: Arc<App>,
     graceful: Arc<GracefulShutdown>,
-    limit: Arc<Semaphore>,
+    limit: Arc<Registry>,
     mut shutdown: Shutdown,
 ) {
     let mut builder = http1::Builder::new();
@@ -102,13 +102,6 @@ async fn accept_loop(
         // hyper's write buffer on every scrape.
         .writev(true);
     loop {
-        let permit = tokio::select! {
-            p = Arc::clone(&limit).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            _ = shutdown.wait() => return,
-        };
         let stream = tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, _)) => stream,
@@ -121,9 +114,17 @@ async fn accept_loop(
             },
             _ = shutdown.wait() => return,
         };
+        // Never waiting before accept: a crowd of stalled clients would otherwise lock out the
+        // next scrape. At the limit the stillest connection makes room; if all are busy, this
+        // one is refused.
+        let Some(slot) = limit.admit() else {
+            tracing::debug!("connection refused: every connection is busy");
+            continue;
+        };
+        let stream = Watched::new(stream, &slot);
         // As Go's net/http does: the tail of a response goes out at once instead of waiting for
         // the client's ACK of the previous segment.
-        let _ = stream.set_nodelay(true);
+        let _ = stream.get_ref().set_nodelay(true);
         let app = Arc::clone(&app);
         // The TLS setting that applies is the one current when the connection arrives.
         let tls = app.web.load().tls.clone();
@@ -135,9 +136,12 @@ async fn accept_loop(
             None => {
                 let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
                 tokio::spawn(async move {
-                    // Errors are clients that went away or sent garbage; hyper answered if it could.
-                    let _ = conn.await;
-                    drop(permit);
+                    // Errors are clients that went away, stalled or sent garbage; hyper answered
+                    // if it could.
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = slot.close.notified() => {}
+                    }
                 });
             }
             Some(acceptor) => {
@@ -145,21 +149,25 @@ async fn accept_loop(
                 let graceful = Arc::clone(&graceful);
                 tokio::spawn(async move {
                     // The handshake gets the same budget as the request head.
-                    let tls_stream =
-                        match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream))
-                            .await
-                        {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                tracing::debug!(error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => return,
-                        };
+                    let handshake =
+                        tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream));
+                    let tls_stream = match tokio::select! {
+                        r = handshake => r,
+                        _ = slot.close.notified() => return,
+                    } {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
                     let conn =
                         graceful.watch(builder.serve_connection(TokioIo::new(tls_stream), service));
-                    let _ = conn.await;
-                    drop(permit);
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = slot.close.notified() => {}
+                    }
                 });
             }
         }

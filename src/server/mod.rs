@@ -2,6 +2,7 @@
 //! the web config, and the HTML status page.
 
 pub(crate) mod body;
+pub(crate) mod conns;
 pub(crate) mod listener;
 pub(crate) mod routes;
 pub(crate) mod status_page;

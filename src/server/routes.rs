@@ -58,11 +58,14 @@ pub async fn handle(app: &App, req: &Request<Incoming>) -> Response<ChunksBody> 
     let web = app.web.load_full();
     let mut response = if req.uri().path() != "/-/healthy"
         && let Some(auth) = &web.auth
-        && !auth.check(
-            req.headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok()),
-        ) {
+        && !auth
+            .check(
+                req.headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok()),
+            )
+            .await
+    {
         let mut r = text(StatusCode::UNAUTHORIZED, "Unauthorized\n");
         r.headers_mut().insert(
             header::WWW_AUTHENTICATE,

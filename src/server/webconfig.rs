@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use std::time::SystemTime;
 
@@ -19,6 +19,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
+use tokio::sync::Semaphore;
 
 use crate::shutdown::Shutdown;
 
@@ -320,39 +321,64 @@ fn protocol_versions(
 }
 
 /// Checks `Authorization: Basic` against bcrypt hashes, caching outcomes so a scrape does not
-/// pay bcrypt's deliberate cost every time.
+/// pay bcrypt's deliberate cost every time. Hashing runs on the blocking pool, a few at once, so
+/// a flood of wrong passwords cannot stall the async workers that serve and poll.
 pub struct Authenticator {
     users: HashMap<String, String>,
     cache: Mutex<HashMap<[u8; 32], bool>>,
+    /// Bounds the bcrypt computations running at once.
+    hashing: Arc<Semaphore>,
+    /// Cost of the dummy hash: the highest among the configured ones.
+    dummy_cost: u32,
+    /// Verified for unknown users, so that timing does not tell which user names exist; made on
+    /// first use, on the blocking pool.
+    dummy: Arc<OnceLock<String>>,
 }
 
 /// Outcomes remembered at most; the cache is emptied when full (bounds memory under guessing).
 const AUTH_CACHE_MAX: usize = 1024;
+/// The bcrypt cost assumed when no configured hash states a readable one.
+const DEFAULT_COST: u32 = 10;
 
-/// A real bcrypt hash of a random string, verified for unknown users so that timing does not tell
-/// which user names exist.
-const DUMMY_HASH: &str = "$2b$10$q0lM3vz5dO9kP5cdpXr.2O2jz2QwP1kzsE6b5YtOKpN3VLDq2Hn7K";
+/// bcrypt computations allowed at once: half the cores, so the rest keep serving and polling.
+fn hashing_slots() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).clamp(1, 4))
+}
+
+/// The cost field of a `$2b$12$...` hash.
+fn bcrypt_cost(hash: &str) -> Option<u32> {
+    hash.split('$').nth(2)?.parse().ok()
+}
 
 impl Authenticator {
     fn new(users: HashMap<String, String>) -> Self {
+        let dummy_cost = users
+            .values()
+            .filter_map(|h| bcrypt_cost(h))
+            .filter(|c| (4..=31).contains(c))
+            .max()
+            .unwrap_or(DEFAULT_COST);
         Authenticator {
             users,
             cache: Mutex::new(HashMap::new()),
+            hashing: Arc::new(Semaphore::new(hashing_slots())),
+            dummy_cost,
+            dummy: Arc::new(OnceLock::new()),
         }
     }
 
     /// True when the header carries a valid user and password.
-    pub fn check(&self, authorization: Option<&str>) -> bool {
+    pub async fn check(&self, authorization: Option<&str>) -> bool {
         let Some((user, password)) = authorization.and_then(parse_basic) else {
             return false;
         };
-        let hash = self.users.get(&user);
+        let hash = self.users.get(&user).cloned();
         // The key binds user, password and stored hash: a changed hash never hits an old entry.
         let mut h = Sha256::new();
         for part in [
             user.as_bytes(),
             password.as_bytes(),
-            hash.map_or(&b""[..], |s| s.as_bytes()),
+            hash.as_deref().map_or(&b""[..], |s| s.as_bytes()),
         ] {
             h.update((part.len() as u64).to_le_bytes());
             h.update(part);
@@ -361,13 +387,23 @@ impl Authenticator {
         if let Some(ok) = self.cache.lock().get(&key) {
             return *ok;
         }
-        let ok = match hash {
-            Some(hash) => bcrypt::verify(&password, hash).unwrap_or(false),
+        let Ok(_permit) = Arc::clone(&self.hashing).acquire_owned().await else {
+            return false;
+        };
+        let dummy = Arc::clone(&self.dummy);
+        let cost = self.dummy_cost;
+        let verified = tokio::task::spawn_blocking(move || match hash {
+            Some(hash) => bcrypt::verify(&password, &hash).unwrap_or(false),
             None => {
-                let _ = bcrypt::verify(&password, DUMMY_HASH);
+                let dummy = dummy.get_or_init(|| {
+                    bcrypt::hash(uuid::Uuid::new_v4().to_string(), cost).unwrap_or_default()
+                });
+                let _ = bcrypt::verify(&password, dummy);
                 false
             }
-        };
+        })
+        .await;
+        let ok = verified.unwrap_or(false);
         let mut cache = self.cache.lock();
         if cache.len() >= AUTH_CACHE_MAX {
             cache.clear();
@@ -438,23 +474,33 @@ mod tests {
         )
     }
 
-    #[test]
-    fn basic_auth_with_cache() {
+    #[tokio::test]
+    async fn basic_auth_with_cache() {
         let hash = bcrypt::hash("s3cret", 4).expect("hash");
         let a = Authenticator::new([("prom".to_owned(), hash)].into());
-        assert!(a.check(Some(&basic("prom", "s3cret"))));
-        assert!(a.check(Some(&basic("prom", "s3cret"))));
-        assert!(!a.check(Some(&basic("prom", "wrong"))));
-        assert!(!a.check(Some(&basic("nobody", "s3cret"))));
-        assert!(!a.check(None));
-        assert!(!a.check(Some("Bearer x")));
-        assert!(!a.check(Some("Basic !!!")));
+        assert!(a.check(Some(&basic("prom", "s3cret"))).await);
+        assert!(a.check(Some(&basic("prom", "s3cret"))).await);
+        assert!(!a.check(Some(&basic("prom", "wrong"))).await);
+        assert!(!a.check(Some(&basic("nobody", "s3cret"))).await);
+        assert!(!a.check(None).await);
+        assert!(!a.check(Some("Bearer x")).await);
+        assert!(!a.check(Some("Basic !!!")).await);
         assert_eq!(a.cache.lock().len(), 3);
     }
 
-    #[test]
-    fn dummy_hash_is_a_bcrypt_hash() {
-        assert!(bcrypt::verify("x", DUMMY_HASH).is_ok());
+    #[tokio::test]
+    async fn an_unknown_user_costs_the_highest_configured_cost() {
+        let users = [
+            ("a".to_owned(), bcrypt::hash("x", 4).expect("hash")),
+            ("b".to_owned(), bcrypt::hash("y", 6).expect("hash")),
+        ];
+        let a = Authenticator::new(users.into());
+        assert_eq!(a.dummy_cost, 6);
+        assert!(!a.check(Some(&basic("nobody", "x"))).await);
+        let dummy = a.dummy.get().expect("made on first use");
+        assert_eq!(bcrypt_cost(dummy), Some(6));
+        assert_eq!(bcrypt_cost("$2b$12$abc"), Some(12));
+        assert_eq!(bcrypt_cost("plain"), None);
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod credentials;
 mod deploy;
 mod exporter;
 mod faults;
+mod hostile;
 mod independent_signature;
 mod operations;
 mod prometheus;

@@ -90,6 +90,12 @@ pub trait CredentialsProvider: Send + Sync + fmt::Debug {
     fn status(&self) -> ProviderStatus {
         ProviderStatus::default()
     }
+
+    /// How long until a failed source is asked again (its backoff); `None` when nothing holds
+    /// the next attempt back, so a caller may ask again at once.
+    fn retry_in(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// The credentials provider in use, swapped whole when a reload changes the credentials section.

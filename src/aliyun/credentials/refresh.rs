@@ -194,6 +194,11 @@ impl CredentialsProvider for RefreshingProvider {
         })
     }
 
+    fn retry_in(&self) -> Option<Duration> {
+        let next = self.inner.lock().next_attempt?;
+        (next - self.inner.clock.now()).to_std().ok()
+    }
+
     fn status(&self) -> ProviderStatus {
         ProviderStatus {
             refreshes: self.inner.refreshes.load(Relaxed),
