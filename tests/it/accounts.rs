@@ -562,3 +562,64 @@ async fn the_state_file_keeps_each_account_apart() {
     exporter.shutdown().await;
     let _ = std::fs::remove_file(&path);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_info_carries_the_id_sts_reports_and_stays_empty_when_sts_refuses() {
+    use sas_simulator::{SIM_ACCESS_KEY_ID, SIM_ACCESS_KEY_SECRET, StsSimulator};
+    let base = || SimKey {
+        id: SIM_ACCESS_KEY_ID.into(),
+        secret: SIM_ACCESS_KEY_SECRET.into(),
+        security_token: None,
+    };
+    let prod_sts = StsSimulator::start(vec![base()], None, sas_simulator::Clock::system())
+        .await
+        .expect("sts");
+    prod_sts.set_account_id("1111222233334444");
+    // intl's STS knows intl's key but refuses every call.
+    let intl_key = SimKey {
+        id: INTL_KEY.0.into(),
+        secret: INTL_KEY.1.into(),
+        security_token: None,
+    };
+    let intl_sts = StsSimulator::start(vec![intl_key], None, sas_simulator::Clock::system())
+        .await
+        .expect("sts");
+    intl_sts.fail_next(u64::MAX, 403, "NoPermission");
+    let (_prod, _intl, mut cfg) = two_accounts(
+        &[("prod", digest(7501)), ("intl", digest(7502))],
+        polling(600, 600, 20.0, 2),
+    )
+    .await;
+    for (account, sts) in cfg.accounts.iter_mut().zip([&prod_sts, &intl_sts]) {
+        if let Some(c) = account.credentials.as_mut() {
+            c.sts_endpoint = sts.url().parse().ok();
+        }
+    }
+    let exporter = start(&cfg).await;
+    wait_ready(&exporter).await;
+    let want = "sas_exporter_account_info{account=\"prod\",account_id=\"1111222233334444\",site=\"china\"}";
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !get(&exporter, "/metrics", &[]).await.body.contains(want) {
+        assert!(Instant::now() < deadline, "prod's account ID never showed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // One signed GetCallerIdentity each; the refused one is not retried.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let calls = |sts: &StsSimulator| {
+        sts.requests()
+            .iter()
+            .filter(|r| r.action == "GetCallerIdentity")
+            .map(|r| (r.signature_valid, r.outcome.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(calls(&prod_sts), [(Some(true), "ok".to_owned())]);
+    assert_eq!(calls(&intl_sts), [(Some(true), "NoPermission".to_owned())]);
+    let body = get(&exporter, "/metrics", &[]).await.body;
+    assert!(
+        body.contains(
+            "sas_exporter_account_info{account=\"intl\",account_id=\"\",site=\"international\"} 1"
+        ),
+        "{body}"
+    );
+    exporter.shutdown().await;
+}

@@ -3,6 +3,7 @@
 use crate::common;
 
 use std::io::BufReader;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -37,6 +38,17 @@ fn config_check_good_and_bad() {
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "config OK: 1 target, 1 account, interval 10m, active_interval 30s; account default: 1 target, site china, region cn-hangzhou (https://tds.cn-shanghai.aliyuncs.com), signature v3, 5 requests/s, concurrency 4, credentials static\n"
+    );
+
+    // The shipped multi-account example: one line with a part per account.
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/multi-account.yml");
+    let out = config_check(&example, &[]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        summary.starts_with("config OK: 3 targets, 3 accounts, ")
+            && summary.contains("; account intl: 1 target, site international, region ap-southeast-1 (https://tds.ap-southeast-1.aliyuncs.com), signature v3, 2 requests/s, concurrency 4, credentials profile intl"),
+        "{summary}"
     );
 
     let bad = temp_file(

@@ -282,7 +282,8 @@ fn dashboard_is_an_importable_grafana_model() {
 }
 
 /// Panels that must show data for the end-to-end scenario: all of them.
-const PANELS_WITH_DATA: [&str; 17] = [
+const PANELS_WITH_DATA: [&str; 18] = [
+    "Accounts",
     "Current scans by state",
     "Digests with failing polls",
     "Failed scans",
@@ -475,8 +476,30 @@ async fn real_prometheus_evaluates_dashboard_and_alerts() {
         (&stale, "stale"),
         (&denied, "denied"),
     ];
-    let targets = teams.iter().map(|(d, team)| target(d, team)).collect();
-    let exporter = start(&config(&sim, targets, polling(2, 1, 50.0, 4))).await;
+    // A second account whose key no longer works: its copy of the failed digest scanned fine,
+    // but it never gets an answer, so only its targets go stale and only prod's copy fails.
+    let intl_only = d(8);
+    let intl_sim = Simulator::start(Scenario::default().with_tasks(
+        &failed,
+        vec![task("SUCCESS", now - 4 * min, Some(now - 2 * min), 21)],
+    ))
+    .await
+    .expect("intl simulator");
+    intl_sim.inject(
+        FaultScope::Global,
+        Fault::error(404, "InvalidAccessKeyId.NotFound"),
+    );
+    let mut targets: Vec<_> = teams.iter().map(|(d, team)| target(d, team)).collect();
+    for d in [&failed, &intl_only] {
+        targets.push(sas_image_scan_exporter::config::Target {
+            account: "intl".to_owned(),
+            ..target(d, "intl")
+        });
+    }
+    let polling = polling(2, 1, 50.0, 4);
+    let mut cfg = config(&sim, targets, polling.clone());
+    cfg.accounts.push(account("intl", &intl_sim, &polling));
+    let exporter = start(&cfg).await;
     wait_ready(&exporter).await;
     let scrape = get(&exporter, "/metrics", &[]).await;
     assert_eq!(
@@ -608,6 +631,7 @@ async fn real_prometheus_evaluates_dashboard_and_alerts() {
             .map(|s| label(s, &label_name).to_owned())
             .collect();
         let expected: BTreeSet<String> = match name {
+            "account" => ["default".to_owned(), "intl".to_owned()].into(),
             "job" => ["sas-image-scan".to_owned()].into(),
             "instance" => [exporter_addr.to_string()].into(),
             // The denied digest never had a successful poll, so it has no status series.
@@ -668,14 +692,25 @@ async fn real_prometheus_evaluates_dashboard_and_alerts() {
         );
     }
 
-    // The alerts the scenario calls for are firing, each about the right digest.
-    let expected: BTreeMap<&str, &String> = [
-        ("SasImageScanFailed", &failed),
-        ("SasImageScanTimedOut", &timed_out),
-        ("SasImageNeverScanned", &never),
-        ("SasImageScanStuck", &stuck),
-        ("SasImageScanStale", &stale),
-        ("SasImageScanDataNotRefreshed", &denied),
+    // The alerts the scenario calls for are firing, each about the right (account, digest).
+    let one = |account: &str, digest: &String| -> BTreeSet<(String, String)> {
+        [(account.to_owned(), digest.clone())].into()
+    };
+    let expected: BTreeMap<&str, BTreeSet<(String, String)>> = [
+        ("SasImageScanFailed", one("default", &failed)),
+        ("SasImageScanTimedOut", one("default", &timed_out)),
+        ("SasImageNeverScanned", one("default", &never)),
+        ("SasImageScanStuck", one("default", &stuck)),
+        ("SasImageScanStale", one("default", &stale)),
+        (
+            "SasImageScanDataNotRefreshed",
+            [
+                ("default".to_owned(), denied.clone()),
+                ("intl".to_owned(), failed.clone()),
+                ("intl".to_owned(), intl_only.clone()),
+            ]
+            .into(),
+        ),
     ]
     .into();
     let firing = || async {
@@ -688,31 +723,44 @@ async fn real_prometheus_evaluates_dashboard_and_alerts() {
             .filter(|a| a["state"] == "firing")
             .collect::<Vec<Value>>()
     };
-    prom.eventually("the expected alerts to fire", 20, || async {
-        let names: BTreeSet<String> = firing()
-            .await
+    let about = |alerts: &[Value], name: &str| -> BTreeSet<(String, String)> {
+        alerts
             .iter()
-            .map(|a| label(a, "alertname").to_owned())
-            .collect();
-        expected.keys().all(|n| names.contains(*n))
+            .filter(|a| label(a, "alertname") == name)
+            .map(|a| {
+                (
+                    label(a, "account").to_owned(),
+                    label(a, "digest").to_owned(),
+                )
+            })
+            .collect()
+    };
+    prom.eventually("the expected alerts to fire", 20, || async {
+        let alerts = firing().await;
+        expected
+            .iter()
+            .all(|(name, want)| about(&alerts, name) == *want)
     })
     .await;
     let alerts = firing().await;
-    for (name, digest) in &expected {
-        let mine: Vec<&Value> = alerts
-            .iter()
-            .filter(|a| label(a, "alertname") == *name)
-            .collect();
-        assert_eq!(mine.len(), 1, "{name}: {mine:?}");
-        assert_eq!(label(mine[0], "digest"), digest.as_str(), "{name}");
-        let description = mine[0]["annotations"]["description"]
-            .as_str()
-            .unwrap_or_default();
-        assert!(
-            description.contains(digest.as_str())
-                && description.contains("registry.example.com/app:"),
-            "{name}: {description}"
-        );
+    for (name, want) in &expected {
+        assert_eq!(&about(&alerts, name), want, "{name}");
+        for a in alerts.iter().filter(|a| label(a, "alertname") == *name) {
+            let description = a["annotations"]["description"].as_str().unwrap_or_default();
+            assert!(
+                description.contains(label(a, "digest"))
+                    && description.contains("registry.example.com/app:"),
+                "{name}: {description}"
+            );
+        }
+    }
+    // The broken account's API errors are its own: an error-ratio alert, if it fires yet,
+    // names intl and never the healthy account.
+    for a in alerts
+        .iter()
+        .filter(|a| label(a, "alertname") == "SasExporterApiErrorRatioHigh")
+    {
+        assert_eq!(label(a, "account"), "intl", "{a}");
     }
     let names: BTreeSet<String> = alerts
         .iter()

@@ -1,4 +1,5 @@
-//! A simulated STS (`sts.aliyuncs.com`, Version `2015-04-01`): `AssumeRole`, V1-signed and checked
+//! A simulated STS (`sts.aliyuncs.com`, Version `2015-04-01`): `AssumeRole` and
+//! `GetCallerIdentity`, V1-signed and checked
 //! like the Security Center simulator checks its requests, and the anonymous `AssumeRoleWithOIDC`
 //! of Kubernetes RRSA. Issued credentials can be registered with a [`Simulator`] so the exporter
 //! can go on to use them there.
@@ -49,6 +50,9 @@ pub struct StsRequest {
     pub outcome: String,
 }
 
+/// The `AccountId` a new STS simulator answers `GetCallerIdentity` with.
+pub const DEFAULT_ACCOUNT_ID: &str = "1234567890123456";
+
 struct FailNext {
     remaining: u64,
     status: u16,
@@ -64,6 +68,8 @@ struct State {
     delay: Option<Duration>,
     requests: Vec<StsRequest>,
     issued: Vec<SimKey>,
+    /// What `GetCallerIdentity` answers as `AccountId`.
+    account_id: String,
 }
 
 type Shared = IssuerState<State>;
@@ -90,9 +96,15 @@ impl StsSimulator {
             delay: None,
             requests: Vec::new(),
             issued: Vec::new(),
+            account_id: DEFAULT_ACCOUNT_ID.to_owned(),
         };
         let (shared, server) = Shared::start(state, issue_to, clock, handle).await?;
         Ok(StsSimulator { shared, server })
+    }
+
+    /// Sets the `AccountId` that `GetCallerIdentity` answers.
+    pub fn set_account_id(&self, id: &str) {
+        self.shared.lock().account_id = id.to_owned();
     }
 
     /// The bound address.
@@ -285,6 +297,7 @@ fn decide(
     match params.get("Action").map(String::as_str) {
         Some("AssumeRole") => assume_role(st, method, params, now),
         Some("AssumeRoleWithOIDC") => assume_role_with_oidc(st, params, now),
+        Some("GetCallerIdentity") => caller_identity(st, method, params, now),
         _ => Err(Rejection::api_not_found()),
     }
 }
@@ -315,6 +328,40 @@ fn assume_role(
         duration,
         now,
     ))
+}
+
+/// `GetCallerIdentity`: any key STS accepts or has issued may ask whose it is.
+fn caller_identity(
+    st: &mut State,
+    method: &str,
+    params: &BTreeMap<String, String>,
+    now: DateTime<Utc>,
+) -> Result<Value, Rejection> {
+    require(params, &V1_REQUIRED)?;
+    check_v1_method(params)?;
+    let param = |name: &str| params.get(name).map(String::as_str).unwrap_or_default();
+    let id = param("AccessKeyId");
+    let key = find_key(&st.keys, id).or_else(|_| find_key(&st.issued, id))?;
+    check_timestamp(param("Timestamp"), now)?;
+    if !v1_signature_matches(method, params, &key.secret) {
+        return Err(Rejection::mismatch());
+    }
+    check_security_token(&key, params.get("SecurityToken").map(String::as_str))?;
+    st.nonces.spend(param("SignatureNonce").to_owned())?;
+    let assumed = key.security_token.is_some();
+    Ok(json!({
+        "RequestId": request_id(),
+        "AccountId": st.account_id,
+        "Arn": if assumed {
+            format!("acs:ram::{}:assumed-role/sas-exporter/session", st.account_id)
+        } else {
+            format!("acs:ram::{}:user/sas-exporter", st.account_id)
+        },
+        "IdentityType": if assumed { "AssumedRoleUser" } else { "RAMUser" },
+        "PrincipalId": key.id,
+        "UserId": key.id,
+        "RoleId": "",
+    }))
 }
 
 fn assume_role_with_oidc(
