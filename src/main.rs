@@ -184,11 +184,17 @@ async fn run(cli: Cli, shard: Shard) -> ExitCode {
         _demo = Some(demo);
         config
     } else {
-        match Config::load(&cli.config_file) {
-            Ok(c) => c,
-            Err(e) => {
+        // A long target list takes a while to parse: not on the async workers.
+        let file = cli.config_file.clone();
+        match tokio::task::spawn_blocking(move || Config::load(&file)).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
                 tracing::error!(file = %cli.config_file.display(), "invalid configuration");
                 eprintln!("{e}");
+                return ExitCode::from(1);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the config parser failed");
                 return ExitCode::from(1);
             }
         }

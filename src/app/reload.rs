@@ -14,7 +14,7 @@ use crate::app::options::{Options, env_var};
 use crate::config::{Config, ConfigError};
 use crate::server::routes::{BoxFuture, Reload};
 use crate::shutdown::Shutdown;
-use crate::targets::TargetFiles;
+use crate::targets::{Assembled, TargetFiles};
 use crate::telemetry::ExporterMetrics;
 
 /// How often target files are checked for changes on disk.
@@ -29,6 +29,9 @@ pub enum ReloadError {
     /// An account's new credentials or `sas` section yields no usable provider or client.
     #[error(transparent)]
     Account(#[from] AccountError),
+    /// The worker that parses the new config failed.
+    #[error("the reload worker failed: {0}")]
+    Worker(#[from] tokio::task::JoinError),
 }
 
 /// What a successful reload applied.
@@ -144,17 +147,16 @@ impl Reloader {
     }
 
     async fn reload_from(&self, path: &Path) -> Result<ReloadOutcome, ReloadError> {
-        let config = Config::load(path)?;
+        // A config with a long target list takes a while to parse: never on the async workers,
+        // where it would hold up scrapes and polls.
+        let file = path.to_owned();
+        let config = Arc::new(tokio::task::spawn_blocking(move || Config::load(&file)).await??);
         // Everything that can fail is built before anything running changes.
         let running = self.accounts.lock().current();
         let prepared = accounts::prepare(&config.accounts, &running, &self.options).await?;
-        let assembled = self.lock_files().assemble(
-            &config,
-            &base_dir(Some(path)),
-            self.options.shard,
-            &env_var,
-        );
-        self.metrics.target_files(self.lock_files().status());
+        let assembled = self
+            .assemble_off_workers(Arc::clone(&config), base_dir(Some(path)))
+            .await?;
         self.accounts.lock().apply(
             prepared,
             &config.polling,
@@ -172,6 +174,25 @@ impl Reloader {
         Ok(outcome)
     }
 
+    /// Reads the target files and merges them with `config`'s targets on the blocking pool: a
+    /// long list takes a while. Callers hold `serial`, so the files' state is theirs meanwhile.
+    async fn assemble_off_workers(
+        &self,
+        config: Arc<Config>,
+        base: PathBuf,
+    ) -> Result<Assembled, ReloadError> {
+        let mut files = std::mem::take(&mut *self.lock_files());
+        let shard = self.options.shard;
+        let (files, assembled) = tokio::task::spawn_blocking(move || {
+            let assembled = files.assemble(&config, &base, shard, &env_var);
+            (files, assembled)
+        })
+        .await?;
+        self.metrics.target_files(files.status());
+        *self.lock_files() = files;
+        Ok(assembled)
+    }
+
     /// Re-reads the target files if any changed on disk, keeping the rest of the config.
     pub(crate) async fn refresh_target_files(&self) {
         let _serial = self.serial.lock().await;
@@ -180,10 +201,14 @@ impl Reloader {
         if !self.lock_files().changed(&config, &base) {
             return;
         }
-        let assembled = self
-            .lock_files()
-            .assemble(&config, &base, self.options.shard, &env_var);
-        self.metrics.target_files(self.lock_files().status());
+        let config = Arc::new(config);
+        let assembled = match self.assemble_off_workers(Arc::clone(&config), base).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(error = %e, "target files not re-read");
+                return;
+            }
+        };
         tracing::info!(
             targets = assembled.targets.len(),
             "target files changed on disk; targets updated"

@@ -620,3 +620,68 @@ async fn scrape_samples(
 ) -> std::collections::BTreeMap<String, f64> {
     samples(&get(exporter, "/metrics", &[]).await.body)
 }
+
+/// A reload that parses a 100 000-digest target file leaves the server answering: the parse runs
+/// on the blocking pool, not on the (here: only) async worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn reloading_a_huge_target_file_does_not_stall_the_server() {
+    let sim = Simulator::start(Scenario::default()).await.expect("sim");
+    let dir = std::env::temp_dir().join(format!("sas-hostile-huge-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("config.yml");
+    let big = dir.join("big.yml");
+    std::fs::write(&big, format!("- digest: {}\n", digest(1))).expect("small file");
+    std::fs::write(
+        &path,
+        format!(
+            "sas: {{endpoint: \"{}\", timeout: 2s}}\ncredentials: {{access_key_id: {}, access_key_secret: {}}}\npolling: {{interval: 1h, requests_per_second: 50}}\ntarget_files: [big.yml]\n",
+            sim.url(),
+            sas_simulator::SIM_ACCESS_KEY_ID,
+            sas_simulator::SIM_ACCESS_KEY_SECRET,
+        ),
+    )
+    .expect("config");
+    let cfg = sas_image_scan_exporter::config::Config::load(&path).expect("valid config");
+    let exporter = Arc::new(
+        start_with_options(
+            &cfg,
+            sas_image_scan_exporter::app::Options {
+                config_path: Some(path.clone()),
+                // Only a sliver of the digests is this instance's to poll.
+                shard: sas_image_scan_exporter::targets::Shard {
+                    total: 1000,
+                    index: 0,
+                },
+                ..Default::default()
+            },
+        )
+        .await,
+    );
+    let text: String = (0..100_000u32)
+        .map(|n| format!("- digest: {}\n", digest(n + 10)))
+        .collect();
+    std::fs::write(&big, text).expect("huge file");
+    let reloading = {
+        let exporter = Arc::clone(&exporter);
+        tokio::spawn(async move { exporter.reload().await.map(|o| o.to_string()) })
+    };
+    let started = Instant::now();
+    let mut worst = Duration::ZERO;
+    while !reloading.is_finished() {
+        let t = Instant::now();
+        assert_eq!(get(&exporter, "/-/healthy", &[]).await.status, 200);
+        worst = worst.max(t.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let outcome = reloading.await.expect("task").expect("reload");
+    eprintln!(
+        "reload took {:?}; worst /-/healthy meanwhile {worst:?}; {outcome}",
+        started.elapsed()
+    );
+    assert!(outcome.contains("(100000 configured"), "{outcome}");
+    assert!(
+        worst < Duration::from_millis(500),
+        "/-/healthy took {worst:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
