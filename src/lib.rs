@@ -50,7 +50,8 @@ pub use aliyun::credentials::{
     StaticProvider, provider_from_config,
 };
 pub use aliyun::scan::{
-    ParseError, ScanResult, ScanState, ScanStatus, ScanTask, parse_api_time, parse_response,
+    DroppedField, MAX_LABEL_BYTES, ParseError, ScanResult, ScanState, ScanStatus, ScanTask,
+    TRUNCATED_MARKER, cap_label, parse_api_time, parse_response,
 };
 pub use aliyun::transport::MAX_BODY_BYTES;
 pub use clock::{UnixSeconds, unix_now};
