@@ -46,8 +46,8 @@ pub use aliyun::client::{
     ACTION, API_VERSION, ApiError, ClientBuildError, ClientOptions, ErrorClass, SasClient,
 };
 pub use aliyun::credentials::{
-    Credentials, CredentialsError, CredentialsProvider, ProviderStatus, Resolver, Source,
-    StaticProvider, provider_from_config,
+    Credentials, CredentialsError, CredentialsProvider, FailureKind, ProviderStatus, Resolver,
+    Source, StaticProvider, provider_from_config,
 };
 pub use aliyun::scan::{
     DroppedField, MAX_LABEL_BYTES, ParseError, ScanResult, ScanState, ScanStatus, ScanTask,

@@ -3,12 +3,18 @@
 
 mod common;
 
+use std::collections::HashMap;
+use std::io::{BufRead as _, BufReader};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use chrono::FixedOffset;
 use common::*;
-use sas_image_scan_exporter::parse_response;
-use sas_image_scan_exporter::simulator::{Scenario, Simulator};
+use sas_image_scan_exporter::clock::Clock;
+use sas_image_scan_exporter::config::CredentialsConfig;
+use sas_image_scan_exporter::simulator::{Scenario, SimKey, Simulator, StsSimulator};
+use sas_image_scan_exporter::{CredentialsError, FailureKind, parse_response};
 use serde_json::{Value, json};
 
 /// Everything the process logged since the first call, for tests that check a warning appears
@@ -166,5 +172,206 @@ fn every_unreadable_field_is_dropped_alone() {
             &[field]
         };
         assert_eq!(named, want, "{field} = {value}");
+    }
+}
+
+const BIN: &str = env!("CARGO_BIN_EXE_sas-image-scan-exporter");
+const ROLE: &str = "acs:ram::1234567890:role/sas-reader";
+const OIDC_PROVIDER: &str = "acs:ram::1234567890:oidc-provider/ack-rrsa";
+
+/// RRSA (OIDC from the environment) while STS answers 503: the binary starts anyway instead of
+/// exiting 1, and its polls succeed within seconds once STS recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chain_keeps_an_oidc_step_that_fails_transiently() {
+    let sas = Arc::new(Simulator::start(Scenario::default()).await.expect("sas"));
+    let sts = StsSimulator::start(
+        Vec::<SimKey>::new(),
+        Some(Arc::clone(&sas)),
+        Clock::system(),
+    )
+    .await
+    .expect("sts");
+    sts.allow_role(ROLE);
+    sts.set_oidc_token(OIDC_PROVIDER, "rrsa-token");
+    sts.fail_next(u64::MAX, 503, "ServiceUnavailable");
+    let dir = TempDir::new("sas-chain-transient");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "rrsa-token").expect("token");
+    let d = digest(0x0c1d);
+    let config = dir.path().join("sas.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "sas:\n  endpoint: {}\ncredentials:\n  sts_endpoint: {}\npolling:\n  interval: 1m\n  active_interval: 30s\ntargets:\n  - digest: {d}\n",
+            sas.url(),
+            sts.url()
+        ),
+    )
+    .expect("config");
+    let port = free_port();
+    let mut guard = KillOnDrop(
+        Command::new(BIN)
+            .env_clear()
+            .envs([
+                ("HOME", dir.path().display().to_string()),
+                ("ALIBABA_CLOUD_ROLE_ARN", ROLE.to_owned()),
+                ("ALIBABA_CLOUD_OIDC_PROVIDER_ARN", OIDC_PROVIDER.to_owned()),
+                ("ALIBABA_CLOUD_OIDC_TOKEN_FILE", token.display().to_string()),
+                ("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true".to_owned()),
+            ])
+            .args(["--log.format", "json", "--web.listen-address"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--config.file")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn"),
+    );
+    let stderr = guard.0.stderr.take().expect("stderr");
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = Arc::clone(&lines);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+        }
+    });
+    let logged = || lines.lock().unwrap_or_else(|e| e.into_inner()).join("\n");
+
+    // Through three seconds of outage the process keeps running.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        guard.0.try_wait().expect("wait").is_none(),
+        "the exporter exited during the STS outage:\n{}",
+        logged()
+    );
+    assert!(logged().contains("keeping it and retrying"), "{}", logged());
+    sts.fail_next(0, 503, "ServiceUnavailable");
+
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let up = format!("sas_image_scan_up{{digest=\"{d}\"}}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let body = match http
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await
+        {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if samples(&body).get(&up) == Some(&1.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not up 15 s after STS recovered:\n{body}\n{}",
+            logged()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!sts.issued().is_empty());
+}
+
+async fn resolve(
+    cfg: &CredentialsConfig,
+    vars: HashMap<&'static str, String>,
+) -> Result<Arc<dyn sas_image_scan_exporter::CredentialsProvider>, CredentialsError> {
+    let env = move |k: &str| vars.get(k).cloned();
+    sas_image_scan_exporter::provider_from_config(Some(cfg), &env, Clock::system()).await
+}
+
+/// A permanent failure of a configured step (its token file is missing) still falls through to
+/// the next step; with nothing after it, start-up fails and says why.
+#[tokio::test]
+async fn chain_passes_over_an_oidc_step_that_fails_for_good() {
+    let dir = TempDir::new("sas-chain-permanent");
+    let missing = dir.path().join("no-such-token").display().to_string();
+    let home = dir.path().display().to_string();
+    let mut vars: HashMap<&'static str, String> = HashMap::from([
+        ("HOME", home),
+        ("ALIBABA_CLOUD_ROLE_ARN", ROLE.to_owned()),
+        ("ALIBABA_CLOUD_OIDC_PROVIDER_ARN", OIDC_PROVIDER.to_owned()),
+        ("ALIBABA_CLOUD_OIDC_TOKEN_FILE", missing.clone()),
+        ("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true".to_owned()),
+    ]);
+    let cfg = CredentialsConfig {
+        // Nothing listens here: were the step tried against STS, it would fail transiently.
+        sts_endpoint: Some(format!("http://127.0.0.1:{}", free_port())),
+        ..CredentialsConfig::default()
+    };
+    let e = resolve(&cfg, vars.clone())
+        .await
+        .expect_err("nothing yields");
+    assert_eq!(e.kind(), FailureKind::Permanent);
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&format!("oidc: cannot read {missing}")),
+        "{msg}"
+    );
+
+    let ini = dir.path().join(".alibabacloud/credentials.ini");
+    std::fs::create_dir_all(ini.parent().expect("parent")).expect("dir");
+    std::fs::write(
+        &ini,
+        "[default]\ntype = access_key\naccess_key_id = LTAIini\naccess_key_secret = s\n",
+    )
+    .expect("ini");
+    vars.insert("ALIBABA_CLOUD_CLI_PROFILE_DISABLED", "true".to_owned());
+    let p = resolve(&cfg, vars)
+        .await
+        .expect("falls through to the credentials file");
+    assert_eq!(p.name(), "credentials_file");
+    assert_eq!(
+        p.credentials().await.expect("static").access_key_id,
+        "LTAIini"
+    );
+}
+
+/// How STS answers are classified: a refusal falls through the chain, throttling and 5xx keep
+/// the step.
+#[tokio::test]
+async fn sts_refusals_fall_through_and_throttling_is_kept() {
+    let sts = StsSimulator::start(Vec::<SimKey>::new(), None, Clock::system())
+        .await
+        .expect("sts");
+    sts.allow_role(ROLE);
+    sts.set_oidc_token(OIDC_PROVIDER, "rrsa-token");
+    let dir = TempDir::new("sas-chain-classes");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "rrsa-token").expect("token");
+    let vars: HashMap<&'static str, String> = HashMap::from([
+        ("HOME", dir.path().display().to_string()),
+        ("ALIBABA_CLOUD_ROLE_ARN", ROLE.to_owned()),
+        ("ALIBABA_CLOUD_OIDC_PROVIDER_ARN", OIDC_PROVIDER.to_owned()),
+        ("ALIBABA_CLOUD_OIDC_TOKEN_FILE", token.display().to_string()),
+        ("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true".to_owned()),
+    ]);
+    let cfg = CredentialsConfig {
+        sts_endpoint: Some(sts.url()),
+        ..CredentialsConfig::default()
+    };
+    for (status, code, kept) in [
+        (400, "InvalidParameter.OIDCToken", false),
+        (403, "NoPermission", false),
+        (400, "Throttling.User", true),
+        (429, "TooManyRequests", true),
+        (500, "InternalError", true),
+    ] {
+        sts.fail_next(1, status, code);
+        let r = resolve(&cfg, vars.clone()).await;
+        match r {
+            Ok(p) => {
+                assert!(kept, "{status} {code}: kept");
+                assert_eq!(p.name(), "oidc");
+            }
+            Err(e) => {
+                assert!(!kept, "{status} {code}: {e}");
+                assert!(e.to_string().contains(code), "{e}");
+            }
+        }
     }
 }

@@ -13,6 +13,7 @@ pub(crate) mod sts;
 pub use crate::aliyun::signing::Credentials;
 pub use chain::{Resolver, provider_from_config};
 pub use provider::{
-    CredentialsError, CredentialsProvider, ProviderHandle, ProviderStatus, StaticProvider,
+    CredentialsError, CredentialsProvider, FailureKind, ProviderHandle, ProviderStatus,
+    StaticProvider,
 };
 pub use source::Source;
