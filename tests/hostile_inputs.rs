@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 
 use chrono::FixedOffset;
 use common::*;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+};
+use sas_image_scan_exporter::app::{Exporter, Options};
 use sas_image_scan_exporter::clock::Clock;
 use sas_image_scan_exporter::config::CredentialsConfig;
 use sas_image_scan_exporter::simulator::{Scenario, SimKey, Simulator, StsSimulator};
@@ -374,4 +378,182 @@ async fn sts_refusals_fall_through_and_throttling_is_kept() {
             }
         }
     }
+}
+
+/// A CA: its certificate and key (PEM), and the issuer that signs with it.
+fn ca(name: &str) -> (String, String, Issuer<'static, KeyPair>) {
+    let key = KeyPair::generate().expect("key");
+    let key_pem = key.serialize_pem();
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    let cert = params.self_signed(&key).expect("ca cert");
+    (cert.pem(), key_pem, Issuer::new(params, key))
+}
+
+fn leaf(issuer: &Issuer<'static, KeyPair>, client: bool) -> (String, String) {
+    let key = KeyPair::generate().expect("key");
+    let mut params = CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+    params.distinguished_name.push(DnType::CommonName, "leaf");
+    params.extended_key_usages = vec![if client {
+        ExtendedKeyUsagePurpose::ClientAuth
+    } else {
+        ExtendedKeyUsagePurpose::ServerAuth
+    }];
+    let cert = params.signed_by(&key, issuer).expect("signed");
+    (cert.pem(), key.serialize_pem())
+}
+
+/// An exporter that requires client certificates signed by the CA in `dir`.
+async fn mtls_exporter(
+    dir: &std::path::Path,
+    issuer: &Issuer<'static, KeyPair>,
+) -> (Exporter, Simulator) {
+    let (cert, key) = leaf(issuer, false);
+    std::fs::write(dir.join("server.pem"), cert).expect("cert");
+    std::fs::write(dir.join("server.key"), key).expect("key");
+    let web = dir.join("web.yml");
+    std::fs::write(
+        &web,
+        "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.pem\n",
+    )
+    .expect("web config");
+    let sim = Simulator::start(Scenario::default()).await.expect("sim");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let cfg = config(
+        &sim,
+        vec![target(&digest(1), "tls")],
+        polling(600, 600, 10.0, 1),
+    );
+    let exporter = Exporter::start(
+        &cfg,
+        vec![listener],
+        Options {
+            web_config: Some(web),
+            ..Options::default()
+        },
+    )
+    .await
+    .expect("exporter starts");
+    (exporter, sim)
+}
+
+async fn handshake_with(exporter: &Exporter, ca_pem: &str, cert: &str, key: &str) -> bool {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .use_rustls_tls()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).expect("ca"))
+        .identity(reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).expect("identity"))
+        .build()
+        .expect("client");
+    client
+        .get(format!(
+            "https://localhost:{}/-/healthy",
+            exporter.addrs[0].port()
+        ))
+        .send()
+        .await
+        .is_ok()
+}
+
+async fn wait_for_log(needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(line) = log_lines_with(needle).pop() {
+            return line;
+        }
+        assert!(Instant::now() < deadline, "no log line with {needle:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A client certificate from another CA is refused, and the log says so (once, however many
+/// clients try within the rate-limit period); an X.509 v1 certificate is named as such.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_client_certificates_are_logged_with_the_reason() {
+    logs();
+    let dir = TempDir::new("sas-tls-refused");
+    let (ca_pem, ca_key, issuer) = ca("right ca");
+    std::fs::write(dir.path().join("ca.pem"), &ca_pem).expect("ca");
+    let (exporter, _sim) = mtls_exporter(dir.path(), &issuer).await;
+
+    let (good_cert, good_key) = leaf(&issuer, true);
+    assert!(handshake_with(&exporter, &ca_pem, &good_cert, &good_key).await);
+    let (_, _, other) = ca("other ca");
+    let (bad_cert, bad_key) = leaf(&other, true);
+    for _ in 0..3 {
+        assert!(!handshake_with(&exporter, &ca_pem, &bad_cert, &bad_key).await);
+    }
+    let line = wait_for_log("TLS handshake failed").await;
+    assert!(line.contains("level=warn"), "{line}");
+    assert!(line.contains("UnknownIssuer"), "{line}");
+    assert!(
+        line.contains("not signed by a CA in client_ca_file"),
+        "{line}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        log_lines_with("TLS handshake failed").len(),
+        1,
+        "rate-limited"
+    );
+    exporter.shutdown().await;
+
+    // A v1 certificate, as `openssl x509 -req` writes it without an extensions file.
+    if !require_tool("openssl") {
+        return;
+    }
+    let (exporter, _sim) = mtls_exporter(dir.path(), &issuer).await;
+    std::fs::write(dir.path().join("ca.key"), ca_key).expect("ca key");
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("openssl runs");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+        out
+    };
+    run(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "v1.key",
+        "-subj",
+        "/CN=v1",
+        "-out",
+        "v1.csr",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "v1.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-set_serial",
+        "7",
+        "-days",
+        "1",
+        "-out",
+        "v1.pem",
+    ]);
+    let text = String::from_utf8_lossy(&run(&["x509", "-in", "v1.pem", "-noout", "-text"]).stdout)
+        .into_owned();
+    assert!(text.contains("Version: 1 (0x0)"), "{text}");
+    let v1_cert = std::fs::read_to_string(dir.path().join("v1.pem")).expect("v1 cert");
+    let v1_key = std::fs::read_to_string(dir.path().join("v1.key")).expect("v1 key");
+    assert!(!handshake_with(&exporter, &ca_pem, &v1_cert, &v1_key).await);
+    let line = wait_for_log("X.509 v1").await;
+    assert!(line.contains("TLS handshake failed"), "{line}");
+    exporter.shutdown().await;
 }
