@@ -5,6 +5,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -18,6 +19,7 @@ use sas_image_scan_exporter::app::{Exporter, Options};
 use sas_image_scan_exporter::clock::Clock;
 use sas_image_scan_exporter::config::CredentialsConfig;
 use sas_image_scan_exporter::simulator::{Scenario, SimKey, Simulator, StsSimulator};
+use sas_image_scan_exporter::targets::{Shard, TargetFiles, expand_globs};
 use sas_image_scan_exporter::{CredentialsError, FailureKind, parse_response};
 use serde_json::{Value, json};
 
@@ -555,5 +557,212 @@ async fn refused_client_certificates_are_logged_with_the_reason() {
     assert!(!handshake_with(&exporter, &ca_pem, &v1_cert, &v1_key).await);
     let line = wait_for_log("X.509 v1").await;
     assert!(line.contains("TLS handshake failed"), "{line}");
+    exporter.shutdown().await;
+}
+
+fn targets_config(globs: &[String]) -> sas_image_scan_exporter::config::Config {
+    sas_image_scan_exporter::config::Config {
+        target_files: globs.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn assemble(
+    files: &mut TargetFiles,
+    cfg: &sas_image_scan_exporter::config::Config,
+) -> (Vec<String>, Vec<String>) {
+    let a = files.assemble(cfg, Path::new("/"), Shard::default(), &no_env);
+    (
+        a.targets.into_iter().map(|t| t.digest).collect(),
+        a.problems,
+    )
+}
+
+fn file_error(files: &TargetFiles, path: &Path) -> Option<String> {
+    files
+        .status()
+        .iter()
+        .find(|f| f.path == path)
+        .unwrap_or_else(|| panic!("no status for {}", path.display()))
+        .error
+        .clone()
+}
+
+/// A replacement that keeps size and mtime (`cp -p`) is noticed; a file truncated to nothing
+/// keeps its targets until it says `[]`.
+#[test]
+fn target_files_change_by_content_and_an_empty_file_keeps_its_targets() {
+    let dir = TempDir::new("sas-files-content");
+    let file = dir.path().join("a.yml");
+    let (d1, d2) = (digest(0xa1), digest(0xa2));
+    std::fs::write(&file, format!("- digest: {d1}\n")).expect("write");
+    let mtime = std::fs::metadata(&file)
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    let cfg = targets_config(&[format!("{}/*.yml", dir.path().display())]);
+    let mut files = TargetFiles::default();
+    assert_eq!(assemble(&mut files, &cfg).0, vec![d1.clone()]);
+    assert!(!files.changed(&cfg, Path::new("/")));
+
+    // Same length, same mtime, other digest.
+    std::fs::write(&file, format!("- digest: {d2}\n")).expect("write");
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .and_then(|f| f.set_modified(mtime))
+        .expect("set mtime");
+    assert!(
+        files.changed(&cfg, Path::new("/")),
+        "cp -p replacement missed"
+    );
+    assert_eq!(assemble(&mut files, &cfg).0, vec![d2.clone()]);
+
+    for blank in ["", "  \n\n", "# being rewritten\n"] {
+        std::fs::write(&file, blank).expect("truncate");
+        assert!(files.changed(&cfg, Path::new("/")));
+        let (targets, problems) = assemble(&mut files, &cfg);
+        assert_eq!(targets, vec![d2.clone()], "{blank:?} dropped the targets");
+        let error = file_error(&files, &file).expect("reported");
+        assert!(error.contains("is empty"), "{error}");
+        assert_eq!(problems, [error]);
+    }
+    std::fs::write(&file, "[]\n").expect("explicit empty list");
+    let (targets, problems) = assemble(&mut files, &cfg);
+    assert!(
+        targets.is_empty() && problems.is_empty(),
+        "{targets:?} {problems:?}"
+    );
+    assert_eq!(file_error(&files, &file), None);
+}
+
+/// Symlinks are followed; a dangling or looping one is reported, and a directory loop under
+/// `**` reads each file once.
+#[test]
+fn target_file_symlinks_are_resolved_and_their_problems_reported() {
+    let dir = TempDir::new("sas-files-links");
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("d/sub")).expect("dirs");
+    let (d1, d2) = (digest(0xb1), digest(0xb2));
+    std::fs::write(root.join("d/sub/a.yml"), format!("- digest: {d1}\n")).expect("a");
+    std::fs::write(root.join("real.yml"), format!("- digest: {d2}\n")).expect("real");
+    std::os::unix::fs::symlink("..", root.join("d/sub/loop")).expect("dir loop");
+    std::os::unix::fs::symlink("../real.yml", root.join("d/link.yml")).expect("file link");
+    std::os::unix::fs::symlink("nowhere.yml", root.join("d/dangling.yml")).expect("dangling");
+    std::os::unix::fs::symlink("self.yml", root.join("d/self.yml")).expect("self loop");
+    let cfg = targets_config(&[format!("{}/d/**/*.yml", root.display())]);
+
+    let listing = expand_globs(&cfg.target_files, Path::new("/"));
+    assert_eq!(
+        listing.files,
+        [root.join("d/link.yml"), root.join("d/sub/a.yml")],
+        "each file once"
+    );
+    let broken: Vec<(PathBuf, String)> = listing.broken;
+    let named = |p: &str| {
+        broken
+            .iter()
+            .find(|(b, _)| *b == root.join(p))
+            .map(|(_, why)| why.clone())
+            .unwrap_or_else(|| panic!("{p} not reported in {broken:?}"))
+    };
+    assert!(named("d/dangling.yml").starts_with("dangling symlink (points to nowhere.yml"));
+    assert!(named("d/self.yml").starts_with("symlink loop"));
+    assert!(named("d/sub/loop").starts_with("directory symlink loop"));
+    assert_eq!(broken.len(), 3, "{broken:?}");
+
+    let mut files = TargetFiles::default();
+    let (targets, problems) = assemble(&mut files, &cfg);
+    assert_eq!(targets.len(), 2, "{targets:?}");
+    assert!(targets.contains(&d1) && targets.contains(&d2));
+    assert_eq!(problems.len(), 3, "{problems:?}");
+    assert!(file_error(&files, &root.join("d/dangling.yml")).is_some());
+    assert_eq!(file_error(&files, &root.join("d/sub/a.yml")), None);
+
+    // Pointing the dangling link somewhere is a change, and fixes it.
+    std::fs::write(root.join("d/nowhere.yml"), "[]\n").expect("target");
+    assert!(files.changed(&cfg, Path::new("/")));
+    assemble(&mut files, &cfg);
+    assert_eq!(file_error(&files, &root.join("d/dangling.yml")), None);
+}
+
+/// A digest in two files with different labels marks the later file, not only the log.
+#[test]
+fn a_conflicting_duplicate_marks_its_file() {
+    let dir = TempDir::new("sas-files-conflict");
+    let d = digest(0xc1);
+    let (a, b) = (dir.path().join("a.yml"), dir.path().join("b.yml"));
+    std::fs::write(&a, format!("- digest: {d}\n  labels: {{team: a}}\n")).expect("a");
+    std::fs::write(&b, format!("- digest: {d}\n  labels: {{team: b}}\n")).expect("b");
+    let cfg = targets_config(&[format!("{}/*.yml", dir.path().display())]);
+    let mut files = TargetFiles::default();
+    let (targets, problems) = assemble(&mut files, &cfg);
+    assert_eq!(targets, vec![d.clone()]);
+    assert_eq!(file_error(&files, &a), None);
+    let error = file_error(&files, &b).expect("b marked");
+    assert!(
+        error.contains("duplicate digest") && error.contains("a.yml"),
+        "{error}"
+    );
+    assert_eq!(problems, [error]);
+}
+
+/// `--config.check` fails on a dangling target file symlink and names it.
+#[test]
+fn config_check_lists_target_file_problems() {
+    let dir = TempDir::new("sas-files-check");
+    std::fs::create_dir_all(dir.path().join("targets.d")).expect("dir");
+    std::os::unix::fs::symlink("gone.yml", dir.path().join("targets.d/x.yml")).expect("link");
+    let config = dir.path().join("sas.yml");
+    std::fs::write(
+        &config,
+        "credentials:\n  access_key_id: a\n  access_key_secret: s\ntarget_files: [\"targets.d/*.yml\"]\n",
+    )
+    .expect("config");
+    let out = Command::new(BIN)
+        .args(["--config.check", "--config.file"])
+        .arg(&config)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("targets.d/x.yml: dangling symlink"), "{err}");
+}
+
+/// The file metric and the status page show a broken target file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_file_problems_on_the_metric_and_the_status_page() {
+    let dir = TempDir::new("sas-files-page");
+    let good = dir.path().join("good.yml");
+    let d = digest(0xd1);
+    std::fs::write(&good, format!("- digest: {d}\n")).expect("good");
+    let dangling = dir.path().join("dangling.yml");
+    std::os::unix::fs::symlink("gone.yml", &dangling).expect("link");
+    let sim = Simulator::start(Scenario::default()).await.expect("sim");
+    let mut cfg = config(&sim, vec![], polling(600, 600, 10.0, 1));
+    cfg.target_files = vec![format!("{}/*.yml", dir.path().display())];
+    let exporter = start(&cfg).await;
+    let s = samples(&get(&exporter, "/metrics", &[]).await.body);
+    let metric = |p: &Path| {
+        format!(
+            "sas_exporter_target_file_last_load_successful{{file=\"{}\"}}",
+            p.display()
+        )
+    };
+    assert_eq!(s.get(&metric(&good)), Some(&1.0));
+    assert_eq!(s.get(&metric(&dangling)), Some(&0.0));
+    let page = get(&exporter, "/", &[]).await.body;
+    assert!(page.contains("<h2>Target file problems</h2>"), "{page}");
+    assert!(
+        page.contains(&format!(
+            "<li><code>{}</code>: {}: dangling symlink (points to gone.yml, which does not exist)</li>",
+            dangling.display(),
+            dangling.display()
+        )),
+        "{page}"
+    );
     exporter.shutdown().await;
 }

@@ -168,6 +168,7 @@ impl Exporter {
                 .enable_lifecycle
                 .then(|| Arc::clone(&reloader) as Arc<dyn Reload>),
             web: Arc::clone(&web),
+            metrics: Arc::clone(&metrics),
         });
         let (trigger, signal) = shutdown::channel();
         let poller = {
