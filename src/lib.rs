@@ -45,11 +45,12 @@ pub use aliyun::client::{
     ACTION, API_VERSION, ApiError, ClientBuildError, ClientOptions, ErrorClass, SasClient,
 };
 pub use aliyun::credentials::{
-    Credentials, CredentialsError, CredentialsProvider, ProviderStatus, Resolver, Source,
-    StaticProvider, provider_from_config,
+    Credentials, CredentialsError, CredentialsProvider, FailureKind, ProviderStatus, Resolver,
+    Source, StaticProvider, provider_from_config,
 };
 pub use aliyun::scan::{
-    ParseError, ScanResult, ScanState, ScanStatus, ScanTask, parse_api_time, parse_response,
+    DroppedField, MAX_LABEL_BYTES, ParseError, ScanResult, ScanState, ScanStatus, ScanTask,
+    TRUNCATED_MARKER, cap_label, parse_api_time, parse_response,
 };
 pub use aliyun::transport::MAX_BODY_BYTES;
 pub use clock::{UnixSeconds, unix_now};

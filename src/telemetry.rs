@@ -51,6 +51,8 @@ pub struct ExporterMetrics {
     reload_ok: Gauge,
     reload_ts: Gauge<f64, std::sync::atomic::AtomicU64>,
     target_files: Family<FileLabels, Gauge>,
+    /// The target files whose last read failed, for the status page.
+    file_problems: Mutex<Vec<FileStatus>>,
     state_write_ok: Gauge,
     state_write_ts: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// The state-file series exist only when a state file is configured.
@@ -67,6 +69,7 @@ impl Default for ExporterMetrics {
             reload_ok: Gauge::default(),
             reload_ts: Gauge::default(),
             target_files: Family::default(),
+            file_problems: Mutex::new(Vec::new()),
             state_write_ok: Gauge::default(),
             state_write_ts: Gauge::default(),
             state_file_configured: false,
@@ -218,6 +221,11 @@ impl ExporterMetrics {
 
     /// Records the outcome of the last read of each target file (files no longer matched vanish).
     pub fn target_files(&self, files: &[FileStatus]) {
+        *self.file_problems.lock() = files
+            .iter()
+            .filter(|f| f.error.is_some())
+            .cloned()
+            .collect();
         self.target_files.clear();
         for f in files {
             self.target_files
@@ -226,6 +234,11 @@ impl ExporterMetrics {
                 })
                 .set(i64::from(f.error.is_none()));
         }
+    }
+
+    /// The target files whose last read failed, with what was wrong.
+    pub fn target_file_problems(&self) -> Vec<FileStatus> {
+        self.file_problems.lock().clone()
     }
 
     /// Records the outcome of a configuration (re)load.

@@ -3,7 +3,7 @@
 //! The client makes exactly one HTTP request per call and classifies what went wrong; retrying,
 //! rate limiting and backoff belong to the scheduler, which sees every attempt.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use chrono::FixedOffset;
 
 use crate::aliyun::credentials::{CredentialsError, CredentialsProvider};
 use crate::aliyun::endpoint::Endpoint;
-use crate::aliyun::scan::{ScanResult, parse_response};
+use crate::aliyun::scan::{DroppedField, ScanResult, parse_response};
 use crate::aliyun::signing::{self, RpcCall, SignatureVersion};
 use crate::aliyun::transport::{
     self, CappedReadError, ErrorBody, MAX_BODY_BYTES, error_chain, read_body_capped,
@@ -172,6 +172,33 @@ pub struct SasClient {
     options: ClientOptions,
     credentials: Arc<dyn CredentialsProvider>,
     clock: Clock,
+    dropped_logged: Arc<DroppedLog>,
+}
+
+/// How many (digest, field) pairs are remembered as already logged; past that the memory starts
+/// over, so the cost is a repeated warning, never unbounded growth.
+const DROPPED_LOG_CAPACITY: usize = 4096;
+
+/// Which unreadable fields have been logged, so a digest whose answer keeps carrying one bad
+/// field warns once, not on every poll.
+#[derive(Debug, Default)]
+struct DroppedLog(parking_lot::Mutex<HashSet<(String, &'static str)>>);
+
+impl DroppedLog {
+    fn report(&self, digest: &str, dropped: &[DroppedField]) {
+        for d in dropped {
+            let first = {
+                let mut seen = self.0.lock();
+                if seen.len() >= DROPPED_LOG_CAPACITY {
+                    seen.clear();
+                }
+                seen.insert((digest.to_owned(), d.field))
+            };
+            if first {
+                tracing::warn!(%digest, field = d.field, problem = %d, "unreadable field in the scan task left out; the rest of the task is used");
+            }
+        }
+    }
 }
 
 impl SasClient {
@@ -189,6 +216,7 @@ impl SasClient {
             options,
             credentials,
             clock: Clock::system(),
+            dropped_logged: Arc::default(),
         })
     }
 
@@ -252,8 +280,10 @@ impl SasClient {
                 CappedReadError::Transport(e) => self.transport_error(e),
             })?;
         if (200..300).contains(&status) {
-            return parse_response(&body, self.options.timezone)
-                .map_err(|e| ApiError::InvalidResponse(e.0));
+            let result = parse_response(&body, self.options.timezone)
+                .map_err(|e| ApiError::InvalidResponse(e.0))?;
+            self.dropped_logged.report(digest, &result.dropped);
+            return Ok(result);
         }
         Err(error_from_body(status, &body, retry_after))
     }

@@ -2,13 +2,12 @@
 //!
 //! The API's documentation is loose about types (numbers sometimes arrive as strings, `Task` may be
 //! absent or null), so the parser accepts every shape that has one obvious meaning and rejects the
-//! rest with a message naming the offending field.
+//! rest. A task field that cannot be read is left out (and reported beside the result) rather than
+//! failing the whole answer; strings that become label values are capped.
 
 use std::fmt;
 
 use chrono::{DateTime, FixedOffset, NaiveDateTime, Utc};
-use serde::Deserialize;
-use serde::de::{self, Deserializer, Visitor};
 use serde_json::Value;
 
 /// The state of a scan task as the exporter reports it.
@@ -193,6 +192,8 @@ pub struct ScanResult {
     pub task: Option<ScanTask>,
     /// How many tasks the response held.
     pub tasks_in_response: usize,
+    /// Fields that could not be read and were left out.
+    pub dropped: Vec<DroppedField>,
 }
 
 /// Why a success body could not be understood.
@@ -200,38 +201,94 @@ pub struct ScanResult {
 #[error("{0}")]
 pub struct ParseError(pub String);
 
-#[derive(Deserialize)]
+/// A task field that could not be read and was left out; the rest of the task is still used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DroppedField {
+    /// Index of the task in the response's `Task` list.
+    pub task: usize,
+    /// The API's field name, e.g. `StartTime`.
+    pub field: &'static str,
+    /// Why it could not be read.
+    pub reason: String,
+}
+
+impl fmt::Display for DroppedField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Task[{}].{}: {}", self.task, self.field, self.reason)
+    }
+}
+
+/// The longest label value taken from the API, in bytes, marker included.
+pub const MAX_LABEL_BYTES: usize = 512;
+/// What ends a value that was cut to [`MAX_LABEL_BYTES`].
+pub const TRUNCATED_MARKER: &str = "…[truncated]";
+
+/// Cuts `s` to at most [`MAX_LABEL_BYTES`] on a character boundary, marking the cut.
+pub fn cap_label(mut s: String) -> String {
+    if s.len() <= MAX_LABEL_BYTES {
+        return s;
+    }
+    let mut cut = MAX_LABEL_BYTES - TRUNCATED_MARKER.len();
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    s.truncate(cut);
+    s.push_str(TRUNCATED_MARKER);
+    s
+}
+
 struct RawTask {
-    #[serde(rename = "Status", default, deserialize_with = "lenient_string")]
     status: Option<String>,
-    #[serde(rename = "Modified", default, deserialize_with = "lenient_string")]
     modified: Option<String>,
-    // Create and Target are read only to reject wrong types like every other field; nothing uses
-    // them (Target repeats the digest).
-    #[serde(rename = "Create", default, deserialize_with = "lenient_string")]
-    #[allow(dead_code)]
-    create: Option<String>,
-    #[serde(rename = "StartTime", default, deserialize_with = "lenient_i64")]
     start_time: Option<i64>,
-    #[serde(rename = "FinishTime", default, deserialize_with = "lenient_i64")]
     finish_time: Option<i64>,
-    #[serde(rename = "Finish", default, deserialize_with = "lenient_i64")]
     finish: Option<i64>,
-    #[serde(rename = "Source", default, deserialize_with = "lenient_string")]
     source: Option<String>,
-    #[serde(rename = "TaskType", default, deserialize_with = "lenient_string")]
     task_type: Option<String>,
-    #[serde(rename = "Name", default, deserialize_with = "lenient_string")]
     name: Option<String>,
-    #[serde(rename = "TaskId", default, deserialize_with = "lenient_string")]
     task_id: Option<String>,
-    #[serde(rename = "Target", default, deserialize_with = "lenient_string")]
-    #[allow(dead_code)]
-    target: Option<String>,
-    #[serde(rename = "Id", default, deserialize_with = "lenient_i64")]
     id: Option<i64>,
-    #[serde(rename = "TargetType", default, deserialize_with = "lenient_string")]
     target_type: Option<String>,
+}
+
+/// Reads the fields of one task object, setting aside the ones that cannot be read: one odd value
+/// must not hide the status of the whole digest.
+struct Fields<'a> {
+    obj: serde_json::Map<String, Value>,
+    task: usize,
+    dropped: &'a mut Vec<DroppedField>,
+}
+
+impl Fields<'_> {
+    fn take<T>(
+        &mut self,
+        field: &'static str,
+        read: fn(Value) -> Result<Option<T>, String>,
+    ) -> Option<T> {
+        match read(self.obj.remove(field)?) {
+            Ok(v) => v,
+            Err(reason) => {
+                self.dropped.push(DroppedField {
+                    task: self.task,
+                    field,
+                    reason,
+                });
+                None
+            }
+        }
+    }
+
+    fn int(&mut self, field: &'static str) -> Option<i64> {
+        self.take(field, lenient_i64)
+    }
+
+    fn string(&mut self, field: &'static str) -> Option<String> {
+        self.take(field, lenient_string)
+    }
+
+    fn label(&mut self, field: &'static str) -> Option<String> {
+        self.string(field).map(cap_label)
+    }
 }
 
 /// Parses a success body. `zone` is the UTC offset of the API's `Modified` strings.
@@ -245,9 +302,9 @@ pub fn parse_response(body: &[u8], zone: FixedOffset) -> Result<ScanResult, Pars
         )));
     };
     let request_id = match top.remove("RequestId") {
-        Some(Value::String(s)) => Some(s),
+        Some(Value::String(s)) => Some(cap_label(s)),
         Some(Value::Null) | None => None,
-        Some(other) => Some(other.to_string()),
+        Some(other) => Some(cap_label(other.to_string())),
     };
     let raw_tasks = match top.remove("Task") {
         None | Some(Value::Null) => Vec::new(),
@@ -262,16 +319,19 @@ pub fn parse_response(body: &[u8], zone: FixedOffset) -> Result<ScanResult, Pars
         }
     };
     let mut tasks = Vec::with_capacity(raw_tasks.len());
+    let mut dropped = Vec::new();
     for (i, item) in raw_tasks.into_iter().enumerate() {
-        if !item.is_object() {
+        let Value::Object(obj) = item else {
             return Err(ParseError(format!(
                 "Task[{i}]: expected an object, got {}",
                 kind(&item)
             )));
-        }
-        let raw: RawTask = serde_path_to_error::deserialize(item)
-            .map_err(|e| ParseError(format!("Task[{i}].{}: {}", e.path(), e.inner())))?;
-        tasks.push(raw);
+        };
+        tasks.push(read_task(Fields {
+            obj,
+            task: i,
+            dropped: &mut dropped,
+        }));
     }
     let tasks_in_response = tasks.len();
     // Latest = greatest StartTime, then greatest Id; a missing value sorts first.
@@ -283,7 +343,28 @@ pub fn parse_response(body: &[u8], zone: FixedOffset) -> Result<ScanResult, Pars
         request_id,
         task: latest,
         tasks_in_response,
+        dropped,
     })
+}
+
+// Strings that become label values are capped here, once, so neither the store, the state file
+// nor a scrape ever carries a megabyte label. `Create` and `Target` are not read: nothing uses
+// them (Target repeats the digest).
+fn read_task(mut f: Fields<'_>) -> RawTask {
+    RawTask {
+        // Capping cannot change the mapping: every known status is short.
+        status: f.label("Status"),
+        modified: f.label("Modified"),
+        start_time: f.int("StartTime"),
+        finish_time: f.int("FinishTime"),
+        finish: f.int("Finish"),
+        source: f.label("Source"),
+        task_type: f.label("TaskType"),
+        name: f.label("Name"),
+        task_id: f.label("TaskId"),
+        id: f.int("Id"),
+        target_type: f.label("TargetType"),
+    }
 }
 
 fn into_task(raw: RawTask, zone: FixedOffset) -> ScanTask {
@@ -335,77 +416,61 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
+/// A short, printable excerpt of an unreadable value, so a reason never carries a megabyte.
+fn preview(s: &str) -> String {
+    const MAX: usize = 40;
+    match s.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{:?}…", &s[..cut]),
+        None => format!("{s:?}"),
+    }
+}
+
 /// A 64-bit integer given as a JSON number or a numeric string; null and "" mean absent.
-fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    struct V;
-    impl Visitor<'_> for V {
-        type Value = Option<i64>;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("an integer or a string holding one")
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-            Ok(Some(v))
-        }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-            i64::try_from(v)
-                .map(Some)
-                .map_err(|_| E::custom(format!("{v} is out of range")))
-        }
-        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+fn lenient_i64(v: Value) -> Result<Option<i64>, String> {
+    match v {
+        Value::Null => Ok(None),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                return Ok(Some(i));
+            }
+            if n.is_u64() {
+                return Err(format!("{n} is out of range"));
+            }
+            let f = n.as_f64().unwrap_or(f64::NAN);
             // Some encoders write 1.6686144e12; accept it only when it is a whole number in range.
-            if v.fract() == 0.0 && v.abs() < 9.0e18 {
-                Ok(Some(v as i64))
+            if f.fract() != 0.0 || !f.is_finite() {
+                Err(format!("{n} is not a whole number"))
+            } else if f.abs() < 9.0e18 {
+                Ok(Some(f as i64))
             } else {
-                Err(E::custom(format!("{v} is not a whole number")))
+                Err(format!("{n} is out of range"))
             }
         }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            let t = v.trim();
+        Value::String(s) => {
+            let t = s.trim();
             if t.is_empty() {
                 return Ok(None);
             }
             t.parse::<i64>()
                 .map(Some)
-                .map_err(|_| E::custom(format!("{v:?} is not an integer")))
+                .map_err(|_| format!("{} is not an integer", preview(&s)))
         }
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
+        other => Err(format!(
+            "invalid type: {}, expected an integer",
+            kind(&other)
+        )),
     }
-    d.deserialize_any(V)
 }
 
 /// A string; numbers and booleans are taken as their text, null means absent.
-fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    struct V;
-    impl Visitor<'_> for V {
-        type Value = Option<String>;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a string")
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            Ok(Some(v.to_owned()))
-        }
-        fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-            Ok(Some(v))
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-            Ok(Some(v.to_string()))
-        }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-            Ok(Some(v.to_string()))
-        }
-        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-            Ok(Some(v.to_string()))
-        }
-        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-            Ok(Some(v.to_string()))
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
+fn lenient_string(v: Value) -> Result<Option<String>, String> {
+    match v {
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(Some(s)),
+        Value::Number(n) => Ok(Some(n.to_string())),
+        Value::Bool(b) => Ok(Some(b.to_string())),
+        other => Err(format!("invalid type: {}, expected a string", kind(&other))),
     }
-    d.deserialize_any(V)
 }
 
 #[cfg(test)]
@@ -524,18 +589,6 @@ mod tests {
                 r#"{"Task":["x"]}"#,
                 "Task[0]: expected an object, got a string",
             ),
-            (
-                r#"{"Task":[{},{"StartTime":"soon"}]}"#,
-                "Task[1].StartTime: \"soon\" is not an integer",
-            ),
-            (
-                r#"{"Task":[{"Id":1.5}]}"#,
-                "Task[0].Id: 1.5 is not a whole number",
-            ),
-            (
-                r#"{"Task":[{"Name":[1]}]}"#,
-                "Task[0].Name: invalid type: sequence, expected a string",
-            ),
         ];
         for (body, msg) in cases {
             assert_eq!(parse(body).expect_err(body).0, msg, "{body}");
@@ -545,6 +598,85 @@ mod tests {
             e.0.starts_with("response is not valid JSON: EOF while parsing"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn unreadable_fields_are_dropped_and_the_rest_is_used() {
+        let r = parse(
+            r#"{"Task":[{"Id":1,"StartTime":100,"Status":"FAIL"},
+                        {"Id":1e300,"StartTime":"soon","Finish":1.5,"FinishTime":18446744073709551615,
+                         "Name":[1],"Status":"SUCCESS","TaskId":"t","Extra":-1e300}]}"#,
+        )
+        .expect("one bad field does not fail the answer");
+        assert_eq!(r.tasks_in_response, 2);
+        let reasons: Vec<String> = r.dropped.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            reasons,
+            [
+                "Task[1].StartTime: \"soon\" is not an integer",
+                "Task[1].FinishTime: 18446744073709551615 is out of range",
+                "Task[1].Finish: 1.5 is not a whole number",
+                "Task[1].Name: invalid type: an array, expected a string",
+                "Task[1].Id: 1e+300 is out of range",
+            ]
+        );
+        // Task 0 has the only readable StartTime, so it is the latest.
+        let t = r.task.expect("task");
+        assert_eq!((t.id, t.status), (Some(1), ScanStatus::Fail));
+
+        let t = parse(r#"{"Task":[{"Id":1e300,"Status":"SUCCESS","TaskId":"t","StartTime":5}]}"#)
+            .expect("valid")
+            .task
+            .expect("task");
+        assert_eq!(t.id, None);
+        assert_eq!(t.status, ScanStatus::Success);
+        assert_eq!(t.start_time_ms, Some(5));
+        assert_eq!(t.task_id.as_deref(), Some("t"));
+    }
+
+    #[test]
+    fn a_reason_never_carries_the_whole_value() {
+        let body = format!(r#"{{"Task":[{{"Id":"{}"}}]}}"#, "x".repeat(100_000));
+        let r = parse(&body).expect("valid");
+        let expected = format!("\"{}\"… is not an integer", "x".repeat(40));
+        assert_eq!(r.dropped[0].reason, expected);
+    }
+
+    #[test]
+    fn api_strings_are_capped_on_a_character_boundary() {
+        let long = "a".repeat(1_000_000);
+        // 497 ASCII bytes then a 3-byte character that straddles the cut at 498.
+        let straddling = format!("{}€€€{}", "b".repeat(497), "c".repeat(600));
+        let body = serde_json::json!({"RequestId": long, "Task": [{
+            "TaskId": long, "Name": straddling, "Source": long, "TaskType": long,
+            "TargetType": long, "Status": long, "Modified": long,
+        }]})
+        .to_string();
+        let r = parse(&body).expect("valid");
+        let t = r.task.expect("task");
+        let capped = format!("{}{TRUNCATED_MARKER}", "a".repeat(498));
+        assert_eq!(capped.len(), MAX_LABEL_BYTES);
+        for value in [
+            t.task_id.as_deref(),
+            t.source.as_deref(),
+            t.task_type.as_deref(),
+            t.target_type.as_deref(),
+            Some(t.raw_status.as_str()),
+            t.modified_raw.as_deref(),
+            r.request_id.as_deref(),
+        ] {
+            assert_eq!(value, Some(capped.as_str()));
+        }
+        assert_eq!(t.status, ScanStatus::Unknown);
+        assert_eq!(
+            t.name,
+            Some(format!("{}{TRUNCATED_MARKER}", "b".repeat(497)))
+        );
+        // At the limit nothing is cut.
+        let exact = "d".repeat(MAX_LABEL_BYTES);
+        assert_eq!(cap_label(exact.clone()), exact);
+        let shifted = cap_label(format!("x{}", "€".repeat(200)));
+        assert_eq!(shifted.len(), 496 + TRUNCATED_MARKER.len());
     }
 
     #[test]

@@ -164,6 +164,7 @@ impl Exporter {
                 .enable_lifecycle
                 .then(|| Arc::clone(&reloader) as Arc<dyn Reload>),
             web: Arc::clone(&web),
+            metrics: Arc::clone(&metrics),
         });
         let mut others = vec![tokio::spawn(listener::serve(
             listeners,

@@ -155,8 +155,9 @@ impl Reloader {
         let running = self.accounts.lock().current();
         let prepared = accounts::prepare(&config.accounts, &running, &self.options).await?;
         let assembled = self
-            .assemble_off_workers(Arc::clone(&config), base_dir(Some(path)))
-            .await?;
+            .assemble_off_workers(Arc::clone(&config), base_dir(Some(path)), false)
+            .await?
+            .unwrap_or_default();
         self.accounts.lock().apply(
             prepared,
             &config.polling,
@@ -175,20 +176,28 @@ impl Reloader {
     }
 
     /// Reads the target files and merges them with `config`'s targets on the blocking pool: a
-    /// long list takes a while. Callers hold `serial`, so the files' state is theirs meanwhile.
+    /// long list takes a while. With `only_if_changed`, nothing is assembled (`None`) when no
+    /// file changed; telling needs every file's content, so that runs there too. Callers hold
+    /// `serial`, so the files' state is theirs meanwhile.
     async fn assemble_off_workers(
         &self,
         config: Arc<Config>,
         base: PathBuf,
-    ) -> Result<Assembled, ReloadError> {
+        only_if_changed: bool,
+    ) -> Result<Option<Assembled>, ReloadError> {
         let mut files = std::mem::take(&mut *self.lock_files());
         let shard = self.options.shard;
         let (files, assembled) = tokio::task::spawn_blocking(move || {
+            if only_if_changed && !files.changed(&config, &base) {
+                return (files, None);
+            }
             let assembled = files.assemble(&config, &base, shard, &env_var);
-            (files, assembled)
+            (files, Some(assembled))
         })
         .await?;
-        self.metrics.target_files(files.status());
+        if assembled.is_some() {
+            self.metrics.target_files(files.status());
+        }
         *self.lock_files() = files;
         Ok(assembled)
     }
@@ -196,14 +205,14 @@ impl Reloader {
     /// Re-reads the target files if any changed on disk, keeping the rest of the config.
     pub(crate) async fn refresh_target_files(&self) {
         let _serial = self.serial.lock().await;
-        let config = self.current.lock().clone();
+        let config = Arc::new(self.current.lock().clone());
         let base = base_dir(self.options.config_path.as_deref());
-        if !self.lock_files().changed(&config, &base) {
-            return;
-        }
-        let config = Arc::new(config);
-        let assembled = match self.assemble_off_workers(Arc::clone(&config), base).await {
-            Ok(a) => a,
+        let assembled = match self
+            .assemble_off_workers(Arc::clone(&config), base, true)
+            .await
+        {
+            Ok(Some(a)) => a,
+            Ok(None) => return,
             Err(e) => {
                 tracing::error!(error = %e, "target files not re-read");
                 return;

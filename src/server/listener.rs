@@ -13,6 +13,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::server::conns::{Registry, Watched};
+use crate::server::handshake::HandshakeLog;
 use crate::server::routes::{App, handle};
 use crate::shutdown::Shutdown;
 
@@ -63,6 +64,7 @@ pub async fn bind(address: &str) -> Result<TcpListener, String> {
 pub async fn serve(listeners: Vec<TcpListener>, app: Arc<App>, mut shutdown: Shutdown) {
     let graceful = Arc::new(GracefulShutdown::new());
     let limit = Registry::new(MAX_CONNECTIONS);
+    let handshakes = Arc::new(HandshakeLog::default());
     let mut accept_loops = tokio::task::JoinSet::new();
     for listener in listeners {
         accept_loops.spawn(accept_loop(
@@ -70,6 +72,7 @@ pub async fn serve(listeners: Vec<TcpListener>, app: Arc<App>, mut shutdown: Shu
             Arc::clone(&app),
             Arc::clone(&graceful),
             Arc::clone(&limit),
+            Arc::clone(&handshakes),
             shutdown.clone(),
         ));
     }
@@ -91,6 +94,7 @@ async fn accept_loop(
     app: Arc<App>,
     graceful: Arc<GracefulShutdown>,
     limit: Arc<Registry>,
+    handshakes: Arc<HandshakeLog>,
     mut shutdown: Shutdown,
 ) {
     let mut builder = http1::Builder::new();
@@ -102,9 +106,9 @@ async fn accept_loop(
         // hyper's write buffer on every scrape.
         .writev(true);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Typically EMFILE: pause rather than spin.
                     tracing::warn!(error = %e, "accept failed");
@@ -147,6 +151,7 @@ async fn accept_loop(
             Some(acceptor) => {
                 let builder = builder.clone();
                 let graceful = Arc::clone(&graceful);
+                let handshakes = Arc::clone(&handshakes);
                 tokio::spawn(async move {
                     // The handshake gets the same budget as the request head.
                     let handshake =
@@ -157,10 +162,13 @@ async fn accept_loop(
                     } {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
-                            tracing::debug!(error = %e, "TLS handshake failed");
+                            handshakes.failed(peer, &e);
                             return;
                         }
-                        Err(_) => return,
+                        Err(_) => {
+                            handshakes.timed_out(peer, HEADER_READ_TIMEOUT);
+                            return;
+                        }
                     };
                     let conn =
                         graceful.watch(builder.serve_connection(TokioIo::new(tls_stream), service));

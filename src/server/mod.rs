@@ -3,6 +3,7 @@
 
 pub(crate) mod body;
 pub(crate) mod conns;
+pub(crate) mod handshake;
 pub(crate) mod listener;
 pub(crate) mod routes;
 pub(crate) mod status_page;

@@ -15,6 +15,7 @@ use crate::poll::store::Store;
 use crate::server::body::ChunksBody;
 use crate::server::status_page;
 use crate::server::webconfig::WebHandle;
+use crate::telemetry::ExporterMetrics;
 
 /// A boxed future, so that [`Reload`] stays object-safe.
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -38,6 +39,8 @@ pub struct App {
     pub reloader: Option<Arc<dyn Reload>>,
     /// TLS, basic auth and headers from `--web.config.file` (plain when not given).
     pub web: WebHandle,
+    /// The exporter's own metrics; the status page lists the target file problems they hold.
+    pub metrics: Arc<ExporterMetrics>,
 }
 
 fn response(status: StatusCode, content_type: &str, body: ChunksBody) -> Response<ChunksBody> {
@@ -110,7 +113,12 @@ async fn route(app: &App, req: &Request<Incoming>) -> Response<ChunksBody> {
         _ => response(
             StatusCode::OK,
             "text/html; charset=utf-8",
-            status_page::render(&app.store.load(), &app.telemetry_path).into(),
+            status_page::render(
+                &app.store.load(),
+                &app.telemetry_path,
+                &app.metrics.target_file_problems(),
+            )
+            .into(),
         ),
     }
 }

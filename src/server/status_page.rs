@@ -12,6 +12,7 @@ use std::fmt::Write as _;
 use crate::aliyun::scan::{ScanState, ScanStatus, ScanTask};
 use crate::build_info;
 use crate::poll::store::{Snapshot, TargetState, UnixSeconds, unix_now};
+use crate::targets::FileStatus;
 
 /// Escapes text for HTML element content and attribute values: the API's strings are untrusted.
 pub fn html_escape(s: &str) -> String {
@@ -260,12 +261,33 @@ const d = 'sort' in x.dataset && 'sort' in y.dataset ? x.dataset.sort - y.datase
 for (const h of th.parentNode.cells) h.removeAttribute('aria-sort');\
 th.setAttribute('aria-sort', asc ? 'ascending' : 'descending'); tb.append(...rows); });";
 
-/// The landing page: name, version, links, counts per state, and the targets table.
-pub fn render(snapshot: &Snapshot, telemetry_path: &str) -> String {
-    render_at(snapshot, telemetry_path, unix_now())
+/// The landing page: name, version, links, counts per state, target file problems (if any), and
+/// the targets table.
+pub fn render(snapshot: &Snapshot, telemetry_path: &str, file_problems: &[FileStatus]) -> String {
+    render_at(snapshot, telemetry_path, file_problems, unix_now())
 }
 
-fn render_at(snapshot: &Snapshot, telemetry_path: &str, now: UnixSeconds) -> String {
+/// A short list, above the targets, of the target files that could not be used as they are.
+fn problems_section(files: &[FileStatus]) -> String {
+    let mut html = String::from("<h2>Target file problems</h2><ul class=\"problems\">");
+    for f in files {
+        let _ = write!(
+            html,
+            "<li><code>{}</code>: {}</li>",
+            html_escape(&f.path.display().to_string()),
+            html_escape(f.error.as_deref().unwrap_or_default()),
+        );
+    }
+    html.push_str("</ul>\n");
+    html
+}
+
+fn render_at(
+    snapshot: &Snapshot,
+    telemetry_path: &str,
+    file_problems: &[FileStatus],
+    now: UnixSeconds,
+) -> String {
     let path = html_escape(telemetry_path);
     let mut html = format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -305,6 +327,9 @@ fn render_at(snapshot: &Snapshot, telemetry_path: &str, now: UnixSeconds) -> Str
         format_time(now),
     );
 
+    if !file_problems.is_empty() {
+        html.push_str(&problems_section(file_problems));
+    }
     accounts_table(&mut html, snapshot);
 
     html.push_str(
@@ -446,6 +471,22 @@ mod tests {
     }
 
     #[test]
+    fn target_file_problems_are_listed_above_the_targets() {
+        let html = render(&snapshot(vec![]), "/metrics", &[]);
+        assert!(!html.contains("Target file problems"));
+        let files = [FileStatus {
+            path: "/t/<a>.yml".into(),
+            error: Some("dangling symlink (points to <x>, which does not exist)".into()),
+        }];
+        let html = render(&snapshot(vec![]), "/metrics", &files);
+        let list = html.find("<h2>Target file problems</h2>").expect("listed");
+        assert!(list < html.find("<h2>Targets</h2>").expect("targets"));
+        assert!(html.contains(
+            "<li><code>/t/&lt;a&gt;.yml</code>: dangling symlink (points to &lt;x&gt;, which does not exist)</li>"
+        ), "{html}");
+    }
+
+    #[test]
     fn escaping() {
         assert_eq!(
             html_escape("<script>\"a\" & 'b'</script>"),
@@ -463,7 +504,7 @@ mod tests {
         );
         failing.up = Some(false);
         failing.last_error = Some(format!("Forbidden: {evil} & more"));
-        let html = render_at(&snapshot(vec![failing]), "/m\"><script>", NOW);
+        let html = render_at(&snapshot(vec![failing]), "/m\"><script>", &[], NOW);
         assert!(!html.contains(evil), "{html}");
         assert!(!html.contains("/m\"><script>"), "{html}");
         assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"));
@@ -501,7 +542,7 @@ mod tests {
         ]
         .into();
         assert_eq!(counts, want);
-        let html = render_at(&s, "/metrics", NOW);
+        let html = render_at(&s, "/metrics", &[], NOW);
         assert!(html.contains("<span class=\"n\">2</span><span class=\"l\">FAIL</span>"));
         assert!(
             html.contains("card s-active zero\"><span class=\"n\">0</span><span class=\"l\">START")
@@ -521,7 +562,7 @@ mod tests {
             state(4, &[], Known::Task(task("PAUSED_BY_OPERATOR", 600, None))),
             state(5, &[], Known::Task(task("PROCESSING", 90, None))),
         ]);
-        let html = render_at(&s, "/metrics", NOW);
+        let html = render_at(&s, "/metrics", &[], NOW);
         let order: Vec<usize> = (1..=5)
             .map(|n| html.find(&format!(">{n:064x}</code>")).expect("row"))
             .collect();

@@ -2,6 +2,8 @@
 
 pub(crate) mod files;
 pub(crate) mod shard;
+pub(crate) mod walk;
 
-pub use files::{Assembled, FileStatus, TargetFiles, expand_globs};
+pub use files::{Assembled, FileStatus, TargetFiles};
 pub use shard::{Shard, hostname};
+pub use walk::{Listing, expand_globs};

@@ -189,14 +189,31 @@ async fn every_response_shape() {
     assert_eq!(t.status, ScanStatus::Timeout);
     assert_eq!(t.modified.map(|m| m.timestamp()), Some(1_714_521_600));
 
-    sim.set_tasks(D2, vec![json!({"StartTime": "yesterday"})]);
+    // An unreadable field is left out; the rest of the task still counts.
+    sim.set_tasks(
+        D2,
+        vec![json!({"StartTime": "yesterday", "Status": "SUCCESS"})],
+    );
+    let r = c.describe_image_latest_scan_task(D2).await.expect("ok");
+    let t = r.task.expect("task");
+    assert_eq!((t.status, t.start_time_ms), (ScanStatus::Success, None));
+    assert_eq!(
+        r.dropped
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["Task[0].StartTime: \"yesterday\" is not an integer"]
+    );
+
+    // A shape with no reading at all still fails the answer.
+    sim.set_tasks(D2, vec![json!("not a task")]);
     let e = c
         .describe_image_latest_scan_task(D2)
         .await
         .expect_err("bad");
     assert_eq!(
         e.to_string(),
-        "invalid response: Task[0].StartTime: \"yesterday\" is not an integer"
+        "invalid response: Task[0]: expected an object, got a string"
     );
     assert_eq!(
         (e.class(), e.metric_code()),

@@ -17,6 +17,7 @@ mod deploy;
 mod exporter;
 mod faults;
 mod hostile;
+mod hostile_inputs;
 mod independent_signature;
 mod operations;
 mod prometheus;

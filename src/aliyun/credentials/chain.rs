@@ -9,8 +9,8 @@ use secrecy::ExposeSecret;
 use super::ecs::{self, EcsRoleFetcher, UriFetcher};
 use super::profile;
 use super::provider::{
-    BoxFuture, CredentialsError, CredentialsProvider, StaticProvider, from_environment,
-    read_secret_file,
+    BoxFuture, CredentialsError, CredentialsProvider, FailureKind, StaticProvider,
+    from_environment, read_secret_file,
 };
 use super::refresh::{Fetcher, RefreshingProvider};
 use super::source::{Source, default_session_name};
@@ -261,7 +261,18 @@ impl<'a> Resolver<'a> {
         out
     }
 
-    /// The default chain: the first candidate that yields credentials is kept.
+    /// Whether a chain step that failed only for now is kept and retried. Every step is, except
+    /// the ECS role when nothing names it: off ECS its metadata address is simply unreachable,
+    /// which must fall through to the next step, as in the SDKs.
+    fn keeps_transient_failures(&self, step: &str) -> bool {
+        step != "ecs_ram_role"
+            || (self.env)("ALIBABA_CLOUD_ECS_METADATA").is_some_and(|r| !r.is_empty())
+    }
+
+    /// The default chain: the first candidate that yields credentials is kept, and so is the
+    /// first one that is configured but fails only transiently (STS briefly unreachable): its
+    /// provider retries with backoff instead of start-up failing. A permanent failure (a missing
+    /// file, a refusal) falls through to the next candidate.
     pub fn default_chain(
         &self,
     ) -> BoxFuture<'_, Result<Arc<dyn CredentialsProvider>, CredentialsError>> {
@@ -279,17 +290,32 @@ impl<'a> Resolver<'a> {
                         continue;
                     }
                 };
-                let attempt = async {
-                    let provider = self.build(source).await?;
-                    provider.credentials().await?;
-                    Ok::<_, CredentialsError>(provider)
+                let provider = match self.build(source).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tried.push(format!("{name}: {e}"));
+                        continue;
+                    }
                 };
-                match attempt.await {
-                    Ok(provider) => {
+                match provider.credentials().await {
+                    Ok(_) => {
                         tracing::info!(
                             source = name,
                             provider = provider.name(),
                             "default credentials chain resolved"
+                        );
+                        return Ok(provider);
+                    }
+                    Err(e)
+                        if e.kind() == FailureKind::Transient
+                            && self.keeps_transient_failures(name) =>
+                    {
+                        tracing::warn!(
+                            source = name,
+                            provider = provider.name(),
+                            error = %e,
+                            retry_in = ?provider.retry_in(),
+                            "default credentials chain: this source is configured but failed for now; keeping it and retrying with backoff"
                         );
                         return Ok(provider);
                     }

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::provider::{BoxFuture, CredentialsError};
+use super::provider::{BoxFuture, CredentialsError, FailureKind};
 use super::refresh::Fetcher;
-use super::sts::TemporaryCredentials;
+use super::sts::{TemporaryCredentials, read_failure_kind};
 use crate::aliyun::signing::Credentials;
 use crate::aliyun::transport::{self, error_chain, read_body_capped};
 
@@ -48,10 +48,11 @@ impl EcsRoleFetcher {
         }
     }
 
-    fn fail(message: String) -> CredentialsError {
+    fn fail(kind: FailureKind, message: String) -> CredentialsError {
         CredentialsError::Source {
             provider: "ecs_ram_role",
             message,
+            kind,
         }
     }
 
@@ -60,20 +61,31 @@ impl EcsRoleFetcher {
         if let Some(t) = token {
             req = req.header("X-aliyun-ecs-metadata-token", t);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| Self::fail(format!("metadata service unreachable: {}", error_chain(e))))?;
+        let resp = req.send().await.map_err(|e| {
+            Self::fail(
+                FailureKind::Transient,
+                format!("metadata service unreachable: {}", error_chain(e)),
+            )
+        })?;
         let status = resp.status().as_u16();
-        let body = read_body_capped(resp, MAX_BODY)
-            .await
-            .map_err(|e| Self::fail(format!("reading the metadata answer failed: {e}")))?;
+        let body = read_body_capped(resp, MAX_BODY).await.map_err(|e| {
+            Self::fail(
+                read_failure_kind(&e),
+                format!("reading the metadata answer failed: {e}"),
+            )
+        })?;
         if status != 200 {
-            return Err(Self::fail(format!(
-                "metadata service answered HTTP {status} for {path}"
-            )));
+            return Err(Self::fail(
+                FailureKind::of_http_status(status),
+                format!("metadata service answered HTTP {status} for {path}"),
+            ));
         }
-        String::from_utf8(body).map_err(|_| Self::fail(format!("{path}: answer is not UTF-8")))
+        String::from_utf8(body).map_err(|_| {
+            Self::fail(
+                FailureKind::Permanent,
+                format!("{path}: answer is not UTF-8"),
+            )
+        })
     }
 
     async fn token(&self) -> Result<Option<String>, CredentialsError> {
@@ -83,20 +95,27 @@ impl EcsRoleFetcher {
             .header("X-aliyun-ecs-metadata-token-ttl-seconds", "21600")
             .send()
             .await;
-        let failure = match result {
+        let (kind, failure) = match result {
             Ok(resp) if resp.status().as_u16() == 200 => {
                 match read_body_capped(resp, MAX_BODY).await {
                     Ok(body) => return Ok(Some(String::from_utf8_lossy(&body).trim().to_owned())),
-                    Err(e) => format!("{e}"),
+                    Err(e) => (read_failure_kind(&e), format!("{e}")),
                 }
             }
-            Ok(resp) => format!("HTTP {}", resp.status().as_u16()),
-            Err(e) => error_chain(e),
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                (
+                    FailureKind::of_http_status(status),
+                    format!("HTTP {status}"),
+                )
+            }
+            Err(e) => (FailureKind::Transient, error_chain(e)),
         };
         if self.imds_v1_disabled {
-            return Err(Self::fail(format!(
-                "no IMDSv2 token ({failure}) and ALIBABA_CLOUD_IMDSV1_DISABLED=true"
-            )));
+            return Err(Self::fail(
+                kind,
+                format!("no IMDSv2 token ({failure}) and ALIBABA_CLOUD_IMDSV1_DISABLED=true"),
+            ));
         }
         tracing::debug!(reason = %failure, "no IMDSv2 token; continuing without one");
         Ok(None)
@@ -115,7 +134,12 @@ impl Fetcher for EcsRoleFetcher {
                         .lines()
                         .map(str::trim)
                         .find(|l| !l.is_empty())
-                        .ok_or_else(|| Self::fail("the instance has no RAM role attached".into()))?
+                        .ok_or_else(|| {
+                            Self::fail(
+                                FailureKind::Permanent,
+                                "the instance has no RAM role attached".into(),
+                            )
+                        })?
                         .to_owned()
                 }
             };
@@ -147,20 +171,29 @@ impl UriFetcher {
 impl Fetcher for UriFetcher {
     fn fetch(&self) -> BoxFuture<'_, Result<Credentials, CredentialsError>> {
         Box::pin(async move {
-            let fail = |message: String| CredentialsError::Source {
+            let fail = |kind: FailureKind, message: String| CredentialsError::Source {
                 provider: "credentials_uri",
                 message,
+                kind,
             };
-            let resp =
-                self.http.get(&self.uri).send().await.map_err(|e| {
-                    fail(format!("credentials URI unreachable: {}", error_chain(e)))
-                })?;
+            let resp = self.http.get(&self.uri).send().await.map_err(|e| {
+                fail(
+                    FailureKind::Transient,
+                    format!("credentials URI unreachable: {}", error_chain(e)),
+                )
+            })?;
             let status = resp.status().as_u16();
-            let body = read_body_capped(resp, MAX_BODY)
-                .await
-                .map_err(|e| fail(format!("reading the answer failed: {e}")))?;
+            let body = read_body_capped(resp, MAX_BODY).await.map_err(|e| {
+                fail(
+                    read_failure_kind(&e),
+                    format!("reading the answer failed: {e}"),
+                )
+            })?;
             if status != 200 {
-                return Err(fail(format!("credentials URI answered HTTP {status}")));
+                return Err(fail(
+                    FailureKind::of_http_status(status),
+                    format!("credentials URI answered HTTP {status}"),
+                ));
             }
             let text = String::from_utf8_lossy(&body);
             parse_metadata_credentials("credentials_uri", &text)
@@ -180,7 +213,11 @@ fn parse_metadata_credentials(
     provider: &'static str,
     body: &str,
 ) -> Result<Credentials, CredentialsError> {
-    let fail = |message: String| CredentialsError::Source { provider, message };
+    let fail = |message: String| CredentialsError::Source {
+        provider,
+        message,
+        kind: FailureKind::Permanent,
+    };
     let answer: MetadataAnswer =
         serde_json::from_str(body).map_err(|e| fail(format!("unreadable answer: {e}")))?;
     if let Some(code) = answer.code.filter(|c| c != "Success") {

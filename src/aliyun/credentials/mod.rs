@@ -14,7 +14,8 @@ pub(crate) mod sts;
 pub use crate::aliyun::signing::Credentials;
 pub use chain::{Resolver, account_id, provider_from_config};
 pub use provider::{
-    CredentialsError, CredentialsProvider, ProviderHandle, ProviderStatus, StaticProvider,
+    CredentialsError, CredentialsProvider, FailureKind, ProviderHandle, ProviderStatus,
+    StaticProvider,
 };
 pub use settings::{CredentialsConfig, OidcConfig};
 pub use source::Source;

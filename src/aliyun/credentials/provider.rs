@@ -53,6 +53,8 @@ pub enum CredentialsError {
         provider: &'static str,
         /// What went wrong (never a secret).
         message: String,
+        /// Whether asking again later may help.
+        kind: FailureKind,
     },
     /// The credentials are past their expiration and no fresh ones are available.
     #[error("the credentials from {provider} expired at {at}")]
@@ -62,6 +64,44 @@ pub enum CredentialsError {
         /// When they expired.
         at: DateTime<Utc>,
     },
+}
+
+/// Whether a failure may go away by itself, which decides between retrying a source and giving up
+/// on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The source could not be reached or was overloaded (network error, timeout, HTTP 5xx,
+    /// throttling): the same request may succeed later.
+    Transient,
+    /// The source refused or answered with something unusable (HTTP 4xx, a malformed answer, a
+    /// missing file): asking again will not help until someone changes something.
+    Permanent,
+}
+
+impl FailureKind {
+    /// The kind of a failed HTTP answer from a credential source.
+    pub fn of_http_status(status: u16) -> FailureKind {
+        if status >= 500 || status == 429 {
+            FailureKind::Transient
+        } else {
+            FailureKind::Permanent
+        }
+    }
+}
+
+impl CredentialsError {
+    /// Whether the failure may go away without anyone changing the configuration.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            CredentialsError::Source { kind, .. } => *kind,
+            // Credentials that were once issued and then lapsed: the source worked before.
+            CredentialsError::Expired { .. } => FailureKind::Transient,
+            CredentialsError::NotFound(_)
+            | CredentialsError::ReadFile { .. }
+            | CredentialsError::EmptyFile(_)
+            | CredentialsError::Profile { .. } => FailureKind::Permanent,
+        }
+    }
 }
 
 /// What a provider reports for the `sas_exporter_credentials_*` metrics.

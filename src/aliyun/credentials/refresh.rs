@@ -13,7 +13,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use parking_lot::{Mutex, MutexGuard};
 
-use super::provider::{BoxFuture, CredentialsError, CredentialsProvider, ProviderStatus};
+use super::provider::{
+    BoxFuture, CredentialsError, CredentialsProvider, FailureKind, ProviderStatus,
+};
 use crate::aliyun::signing::Credentials;
 use crate::backoff::Backoff;
 use crate::clock::Clock;
@@ -51,7 +53,7 @@ struct State {
     current: Option<Arc<Credentials>>,
     failures: u32,
     next_attempt: Option<DateTime<Utc>>,
-    last_error: Option<String>,
+    last_error: Option<(String, FailureKind)>,
 }
 
 impl RefreshingProvider {
@@ -113,7 +115,7 @@ impl Inner {
                 st.failures = st.failures.saturating_add(1);
                 let wait = RETRY_BACKOFF.ceiling(st.failures - 1);
                 st.next_attempt = Some(now + chrono::Duration::from_std(wait).unwrap_or_default());
-                st.last_error = Some(e.to_string());
+                st.last_error = Some((e.to_string(), e.kind()));
                 let keeping = st.current.as_ref().and_then(|c| c.expiration);
                 drop(st);
                 tracing::warn!(
@@ -162,14 +164,17 @@ impl CredentialsProvider for RefreshingProvider {
             }
             let (previous, backoff) = {
                 let st = inner.lock();
-                let backoff = st
-                    .next_attempt
-                    .filter(|t| now < *t)
-                    .map(|t| (t, st.last_error.clone().unwrap_or_default()));
+                let backoff = st.next_attempt.filter(|t| now < *t).map(|t| {
+                    let (last, kind) = st
+                        .last_error
+                        .clone()
+                        .unwrap_or((String::new(), FailureKind::Transient));
+                    (t, last, kind)
+                });
                 (st.current.clone(), backoff)
             };
             // Still backing off after a failure: answer without hammering the source.
-            if let Some((until, last)) = backoff {
+            if let Some((until, last, kind)) = backoff {
                 return Err(match previous.and_then(|p| p.expiration) {
                     Some(at) => CredentialsError::Expired {
                         provider: inner.name,
@@ -178,6 +183,7 @@ impl CredentialsProvider for RefreshingProvider {
                     None => CredentialsError::Source {
                         provider: inner.name,
                         message: format!("{last} (next attempt at {until})"),
+                        kind,
                     },
                 });
             }
@@ -236,6 +242,7 @@ mod tests {
                     return Err(CredentialsError::Source {
                         provider: "fake",
                         message: "STS is down".into(),
+                        kind: FailureKind::Transient,
                     });
                 }
                 Ok(Credentials::new(

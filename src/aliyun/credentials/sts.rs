@@ -9,11 +9,13 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use super::provider::{BoxFuture, CredentialsError, CredentialsProvider};
+use super::provider::{BoxFuture, CredentialsError, CredentialsProvider, FailureKind};
 use super::refresh::Fetcher;
 use crate::aliyun::signing::Credentials;
 use crate::aliyun::signing::{self, RpcCall, SignatureVersion};
-use crate::aliyun::transport::{self, ErrorBody, error_chain, is_loopback_host, read_body_capped};
+use crate::aliyun::transport::{
+    self, CappedReadError, ErrorBody, error_chain, is_loopback_host, read_body_capped,
+};
 use crate::clock::Clock;
 
 /// STS API version.
@@ -53,6 +55,7 @@ impl StsClient {
         let bad = |m: String| CredentialsError::Source {
             provider: "sts",
             message: format!("invalid STS endpoint {endpoint:?}: {m}"),
+            kind: FailureKind::Permanent,
         };
         let url = reqwest::Url::parse(endpoint).map_err(|e| bad(e.to_string()))?;
         let host = url.host_str().ok_or_else(|| bad("no host".into()))?;
@@ -170,6 +173,7 @@ impl StsClient {
         let fail = |message: String| CredentialsError::Source {
             provider: "sts",
             message,
+            kind: FailureKind::Permanent,
         };
         let identity: Identity = serde_json::from_slice(&body)
             .map_err(|e| fail(format!("unreadable GetCallerIdentity answer: {e}")))?;
@@ -185,9 +189,12 @@ impl StsClient {
         request: reqwest::RequestBuilder,
     ) -> Result<Credentials, CredentialsError> {
         let body = self.exchange(provider, request).await?;
-        let fail = |message: String| CredentialsError::Source { provider, message };
-        let answer: StsAnswer = serde_json::from_slice(&body)
-            .map_err(|e| fail(format!("unreadable STS answer: {e}")))?;
+        let answer: StsAnswer =
+            serde_json::from_slice(&body).map_err(|e| CredentialsError::Source {
+                provider,
+                message: format!("unreadable STS answer: {e}"),
+                kind: FailureKind::Permanent,
+            })?;
         answer.credentials.into_credentials(provider)
     }
 
@@ -197,25 +204,53 @@ impl StsClient {
         provider: &'static str,
         request: reqwest::RequestBuilder,
     ) -> Result<Vec<u8>, CredentialsError> {
-        let fail = |message: String| CredentialsError::Source { provider, message };
-        let response = request
-            .send()
-            .await
-            .map_err(|e| fail(format!("STS request failed: {}", error_chain(e))))?;
+        let fail = |kind: FailureKind, message: String| CredentialsError::Source {
+            provider,
+            message,
+            kind,
+        };
+        let response = request.send().await.map_err(|e| {
+            fail(
+                FailureKind::Transient,
+                format!("STS request failed: {}", error_chain(e)),
+            )
+        })?;
         let status = response.status().as_u16();
         let body = read_body_capped(response, MAX_STS_BODY)
             .await
-            .map_err(|e| fail(format!("reading the STS answer failed: {e}")))?;
+            .map_err(|e| {
+                fail(
+                    read_failure_kind(&e),
+                    format!("reading the STS answer failed: {e}"),
+                )
+            })?;
         if !(200..300).contains(&status) {
             let err: ErrorBody = serde_json::from_slice(&body).unwrap_or_default();
-            return Err(fail(format!(
-                "STS answered HTTP {status}: {} {} (RequestId {})",
-                err.code.unwrap_or_default(),
-                err.message.unwrap_or_default(),
-                err.request_id.unwrap_or_default()
-            )));
+            let code = err.code.unwrap_or_default();
+            // Throttling arrives as HTTP 400 with a Throttling* code.
+            let kind = if code.starts_with("Throttling") {
+                FailureKind::Transient
+            } else {
+                FailureKind::of_http_status(status)
+            };
+            return Err(fail(
+                kind,
+                format!(
+                    "STS answered HTTP {status}: {code} {} (RequestId {})",
+                    err.message.unwrap_or_default(),
+                    err.request_id.unwrap_or_default()
+                ),
+            ));
         }
         Ok(body)
+    }
+}
+
+/// A body that broke off is worth another try; one over the cap will be over it again.
+pub(crate) fn read_failure_kind(e: &CappedReadError) -> FailureKind {
+    match e {
+        CappedReadError::TooLarge => FailureKind::Permanent,
+        CappedReadError::Transport(_) => FailureKind::Transient,
     }
 }
 
@@ -280,11 +315,13 @@ impl TemporaryCredentials {
             .map_err(|e| CredentialsError::Source {
                 provider,
                 message: format!("unreadable Expiration {:?}: {e}", self.expiration),
+                kind: FailureKind::Permanent,
             })?;
         if self.access_key_id.is_empty() || self.access_key_secret.is_empty() {
             return Err(CredentialsError::Source {
                 provider,
                 message: "the answer holds an empty AccessKeyId or AccessKeySecret".into(),
+                kind: FailureKind::Permanent,
             });
         }
         Ok(Credentials::new(
