@@ -7,17 +7,19 @@
 //!
 //! | layer | modules | what it holds |
 //! |---|---|---|
-//! | assembly | [`app`] | builds a running exporter from a config; reloads |
-//! | serving | `server` | accept loop and limits, routes, TLS and basic auth, status page |
-//! | exposition | `exposition` | text and OpenMetrics encoding, gzip, own and process metrics |
-//! | polling | `poll` | scheduler, token bucket, snapshot store, state file |
-//! | inputs | [`config`], [`targets`] | the YAML config, target files, shards |
+//! | assembly | [`app`] | builds a running exporter from a config: the accounts, each with its provider, client and scheduler; reloads |
+//! | serving | `server` | accept loop, connection shedding, routes, TLS and basic auth, status page |
+//! | exposition | `exposition` | block-wise text and OpenMetrics encoding on its own thread, gzip segments, per-account and process metrics |
+//! | polling | `poll` | one scheduler per account, token bucket, snapshot store of per-account parts, state file |
+//! | instruments | `telemetry` | the exporter's own counters and the account list `/metrics` shows |
+//! | inputs | [`config`], [`targets`] | the YAML config with its accounts, target files, shards |
 //! | API access | `aliyun` | signing, transport, Security Center client, response parser, credentials |
 //! | foundations | [`clock`], `backoff`, `fsperm`, `shutdown`, [`logging`] | small leaves every layer may use |
 //!
-//! The data flow: the config names targets; the scheduler polls each due digest through the
-//! token bucket and the client; results go into the store, which publishes an immutable snapshot;
-//! a scrape encodes the current snapshot (cached per version) and the server sends it.
+//! The data flow: the config names accounts and targets; each account's scheduler polls its due
+//! digests through its token bucket and client; results go into the store, which publishes an
+//! immutable snapshot of every account's part; a scrape has the encoder thread re-render only the
+//! blocks of targets that changed, and the server sends the result.
 //!
 //! Internals are `pub(crate)`; what tests, benchmarks and fuzz targets need is re-exported below.
 
