@@ -85,25 +85,34 @@ impl StsClient {
         if let Some(id) = &role.external_id {
             params.insert("ExternalId".into(), id.clone());
         }
+        let request = self.signed_get("AssumeRole", params, source);
+        self.send("ram_role_arn", request).await
+    }
+
+    /// A GET of `action` with `params`, V1-signed with `creds` as the SDKs sign STS calls.
+    fn signed_get(
+        &self,
+        action: &str,
+        params: BTreeMap<String, String>,
+        creds: &Credentials,
+    ) -> reqwest::RequestBuilder {
         let call = RpcCall {
             method: "GET",
             host: &self.host,
-            action: "AssumeRole",
+            action,
             version: STS_VERSION,
             params,
         };
         let signed = signing::sign(
             SignatureVersion::V1,
             &call,
-            source,
+            creds,
             self.clock.now(),
             &signing::new_nonce(),
         );
-        let request = self
-            .http
+        self.http
             .get(format!("{}/?{}", self.endpoint, signed.query))
-            .header(reqwest::header::HOST, &self.host);
-        self.send("ram_role_arn", request).await
+            .header(reqwest::header::HOST, &self.host)
     }
 
     /// `AssumeRoleWithOIDC`: anonymous; the token proves the identity.
@@ -146,24 +155,8 @@ impl StsClient {
         &self,
         creds: &Credentials,
     ) -> Result<String, CredentialsError> {
-        let call = RpcCall {
-            method: "GET",
-            host: &self.host,
-            action: "GetCallerIdentity",
-            version: STS_VERSION,
-            params: BTreeMap::from([("Format".to_owned(), "JSON".to_owned())]),
-        };
-        let signed = signing::sign(
-            SignatureVersion::V1,
-            &call,
-            creds,
-            self.clock.now(),
-            &signing::new_nonce(),
-        );
-        let request = self
-            .http
-            .get(format!("{}/?{}", self.endpoint, signed.query))
-            .header(reqwest::header::HOST, &self.host);
+        let params = BTreeMap::from([("Format".to_owned(), "JSON".to_owned())]);
+        let request = self.signed_get("GetCallerIdentity", params, creds);
         let body = self.exchange("sts", request).await?;
         #[derive(serde::Deserialize)]
         struct Identity {
