@@ -1,6 +1,8 @@
 //! A clonable shutdown signal: every background task holds a [`Shutdown`] and stops when the
 //! [`ShutdownTrigger`] fires (SIGTERM/SIGINT in the binary, drop or `trigger` in tests).
 
+use std::time::Duration;
+
 use tokio::sync::watch;
 
 /// Fires the shutdown signal.
@@ -25,6 +27,15 @@ impl ShutdownTrigger {
 }
 
 impl Shutdown {
+    /// The tick of every periodic background task (file watchers, the state writer): waits
+    /// `period` and returns true, or returns false as soon as shutdown is triggered.
+    pub async fn tick(&mut self, period: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => true,
+            _ = self.wait() => false,
+        }
+    }
+
     /// Completes when shutdown is triggered (or the trigger is dropped).
     pub async fn wait(&mut self) {
         // An error means the trigger is gone, which also means stop.

@@ -269,11 +269,7 @@ async fn write_state_periodically(
     mut shutdown: Shutdown,
 ) {
     let mut written = 0;
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(STATE_WRITE_EVERY) => {}
-            _ = shutdown.wait() => return,
-        }
+    while shutdown.tick(STATE_WRITE_EVERY).await {
         if store.load().version != written {
             written = write_state(path.clone(), Arc::clone(&store), &metrics).await;
         }

@@ -258,11 +258,7 @@ impl Reload for Reloader {
 
 /// Checks the target files every few seconds and applies what changed.
 pub(crate) async fn watch_target_files(reloader: Arc<Reloader>, mut shutdown: Shutdown) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(TARGET_FILE_CHECK_EVERY) => {}
-            _ = shutdown.wait() => return,
-        }
+    while shutdown.tick(TARGET_FILE_CHECK_EVERY).await {
         reloader.refresh_target_files().await;
     }
 }

@@ -426,6 +426,9 @@ fn parse_basic(header: &str) -> Option<(String, String)> {
     Some((user.to_owned(), password.to_owned()))
 }
 
+/// How often the web config and the files it names are checked for changes.
+const WEB_CONFIG_CHECK_EVERY: Duration = Duration::from_secs(3);
+
 /// The web settings in force, swapped when the web config file changes.
 pub type WebHandle = Arc<ArcSwap<WebSettings>>;
 
@@ -433,11 +436,7 @@ pub type WebHandle = Arc<ArcSwap<WebSettings>>;
 pub async fn watch_web_config(path: PathBuf, web: WebHandle, mut shutdown: Shutdown) {
     // The on-disk state of a rejected change, so its error is logged once, not every few seconds.
     let mut rejected = None;
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(3)) => {}
-            _ = shutdown.wait() => return,
-        }
+    while shutdown.tick(WEB_CONFIG_CHECK_EVERY).await {
         let current = web.load_full();
         if !current.changed_on_disk() {
             rejected = None;

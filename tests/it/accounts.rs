@@ -435,12 +435,18 @@ async fn reload_adds_and_removes_accounts_and_keeps_the_others_schedules() {
     std::fs::create_dir_all(&dir).expect("dir");
     let prod = Simulator::start(Scenario::default()).await.expect("prod");
     let intl = Simulator::start(Scenario::default()).await.expect("intl");
-    let account_yaml = |name: &str, sim: &Simulator| {
+    let keyed_yaml = |name: &str, sim: &Simulator, id: &str, secret: &str| {
         format!(
-            "  - name: {name}\n    sas: {{endpoint: \"{}\", timeout: 2s}}\n    credentials: {{access_key_id: {}, access_key_secret: {}}}\n",
+            "  - name: {name}\n    sas: {{endpoint: \"{}\", timeout: 2s}}\n    credentials: {{access_key_id: {id}, access_key_secret: {secret}}}\n",
             sim.url(),
+        )
+    };
+    let account_yaml = |name: &str, sim: &Simulator| {
+        keyed_yaml(
+            name,
+            sim,
             sas_simulator::SIM_ACCESS_KEY_ID,
-            sas_simulator::SIM_ACCESS_KEY_SECRET
+            sas_simulator::SIM_ACCESS_KEY_SECRET,
         )
     };
     let (a, b) = (digest(7301), digest(7302));
@@ -490,6 +496,51 @@ async fn reload_adds_and_removes_accounts_and_keeps_the_others_schedules() {
     assert!(body.contains(&format!(
         "sas_image_scan_up{{account=\"intl\",digest=\"{b}\""
     )));
+
+    // A new key for intl alone: prod's schedule is untouched, and intl signs its next poll (of a
+    // digest added with the change) with the new key.
+    let c = digest(7303);
+    intl.add_key(SimKey {
+        id: "LTAIrotated000000test".into(),
+        secret: "rotated-secret".into(),
+        security_token: None,
+    });
+    write(
+        &format!(
+            "{}{}",
+            account_yaml("prod", &prod),
+            keyed_yaml("intl", &intl, "LTAIrotated000000test", "rotated-secret")
+        ),
+        &format!(
+            "  - {{digest: {a}, account: prod}}\n  - {{digest: {a}, account: intl}}\n  - {{digest: {b}, account: intl}}\n  - {{digest: {c}, account: intl}}\n"
+        ),
+    );
+    exporter.reload().await.expect("reload with intl's new key");
+    wait_ready(&exporter).await;
+    assert_eq!(intl.requests_for(&c), 1);
+    let signed_with = intl
+        .last_request()
+        .and_then(|r| {
+            r.headers
+                .iter()
+                .find(|(k, _)| k == "authorization")
+                .map(|(_, v)| v.clone())
+        })
+        .unwrap_or_default();
+    assert!(
+        signed_with.contains("Credential=LTAIrotated000000test"),
+        "{signed_with}"
+    );
+    assert_eq!(
+        prod.requests_for(&a),
+        1,
+        "prod was polled again by intl's change"
+    );
+    assert_eq!(
+        intl.requests_for(&b),
+        1,
+        "intl's other digests kept their schedule"
+    );
 
     // Remove prod: its series go at once, intl's stay.
     write(
