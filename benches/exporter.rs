@@ -2,8 +2,8 @@
 //! digests. For each N, in one run:
 //!
 //! - static snapshot: the first polling round against the ideal N / requests_per_second, resident
-//!   memory, and plain-text scrape throughput (with `../shared/bench/compare-scrape` when present,
-//!   which also runs an idiomatic Go exporter and a static-bytes floor);
+//!   memory, and plain-text scrape throughput (with the `compare-scrape` script of the peer
+//!   exporters when present, which also runs an idiomatic Go exporter and a static-bytes floor);
 //! - constant change, in a second process with a 1 s refresh interval: after the first round, a
 //!   reload to `requests_per_second` 20 keeps every digest due, so a new snapshot is published
 //!   every 50 ms; the median of 12 Prometheus-shaped scrapes (gzip,
@@ -17,7 +17,8 @@
 //! `cargo bench --bench exporter`; knobs (environment):
 //! SAS_BENCH_DIGESTS (default "1000,10000,20000"), SAS_BENCH_RPS (default "200,1000,1000"; one per
 //! size, for the first round), SAS_BENCH_CONCURRENCY (default 16), SAS_BENCH_COMPARE (path of
-//! compare-scrape, default ../shared/bench/compare-scrape; "none" skips it and the Go peer),
+//! the peers' compare-scrape script, which sits beside the checkout by default; "none" skips it
+//! and the Go peer),
 //! SAS_BENCH_SECONDS (wrk duration, default 5), SAS_BENCH_CHANGE_RPS (default 20),
 //! SAS_BENCH_LOAD_SECONDS (scrape-load window, default 10), SAS_BENCH_LARGE (default 100000;
 //! 0 skips it).

@@ -326,8 +326,9 @@ async fn serve_signals(exporter: &Exporter, signals: &mut Signals) {
             _ = signals.term.recv() => return,
             _ = signals.int.recv() => return,
             _ = signals.hup.recv() => {
-                // The outcome is logged by the reloader.
-                let _ = exporter.reload().await;
+                // In the background, so a stop signal is seen while a long reload runs; the
+                // reloader logs the outcome and runs one reload at a time.
+                drop(exporter.spawn_reload());
             }
         }
     }

@@ -256,8 +256,8 @@ impl ExporterMetrics {
 pub(crate) struct AccountStatus {
     /// The `account` label value.
     pub(crate) name: Arc<str>,
-    /// The Security Center site of the account's region.
-    pub(crate) site: Site,
+    /// The Security Center site of the account; a reload may move the account.
+    pub(crate) site: ArcSwap<Site>,
     /// The provider in use, swapped when a reload changes the account's credentials.
     pub(crate) provider: ProviderHandle,
     /// The account ID from STS `GetCallerIdentity`; `None` until it answered.
@@ -269,7 +269,7 @@ impl AccountStatus {
     pub(crate) fn new(name: Arc<str>, site: Site, provider: ProviderHandle) -> Self {
         AccountStatus {
             name,
-            site,
+            site: ArcSwap::from_pointee(site),
             provider,
             account_id: ArcSwapOption::empty(),
         }

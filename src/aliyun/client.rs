@@ -14,7 +14,8 @@ use crate::aliyun::endpoint::Endpoint;
 use crate::aliyun::scan::{DroppedField, ScanResult, parse_response};
 use crate::aliyun::signing::{self, RpcCall, SignatureVersion};
 use crate::aliyun::transport::{
-    self, CappedReadError, ErrorBody, MAX_BODY_BYTES, error_chain, read_body_capped,
+    self, CappedReadError, ErrorBody, MAX_BODY_BYTES, error_chain, read_body_capped, sanitize_code,
+    sanitize_text,
 };
 use crate::clock::Clock;
 
@@ -317,9 +318,9 @@ fn error_from_body(status: u16, body: &[u8], retry_after: Option<Duration>) -> A
             request_id,
         }) if !code.is_empty() => ApiError::Service {
             status,
-            code,
-            message: message.unwrap_or_default(),
-            request_id,
+            code: sanitize_code(code),
+            message: sanitize_text(message.unwrap_or_default()),
+            request_id: request_id.map(sanitize_text),
             retry_after,
         },
         _ => ApiError::HttpStatus {

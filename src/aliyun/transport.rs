@@ -5,6 +5,61 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::aliyun::scan::{MAX_LABEL_BYTES, cap_label};
+
+/// The longest API error `Code` kept as it is; longer or odd ones are not a code at all.
+const MAX_CODE_BYTES: usize = 64;
+
+/// An error `Code` from a response body as a safe label value: the service's codes are short
+/// dotted words, so anything longer or with other characters becomes `other`.
+pub(crate) fn sanitize_code(code: String) -> String {
+    let plain = code
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if plain && code.len() <= MAX_CODE_BYTES {
+        code
+    } else {
+        "other".to_owned()
+    }
+}
+
+/// Text from an error body (`Message`, `RequestId`) as it may be logged and shown: capped like a
+/// label value, and with any `SecurityToken` value cut out, since some services echo the string
+/// they signed, which carries the token of temporary credentials.
+pub(crate) fn sanitize_text(text: String) -> String {
+    const KEY: &str = "SecurityToken";
+    let mut out = String::with_capacity(text.len().min(MAX_LABEL_BYTES));
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find(KEY) {
+        let (before, after) = rest.split_at(at + KEY.len());
+        out.push_str(before);
+        // The separator: `=`, its URL encoding `%3D`, or JSON's `":"` with spaces.
+        let mut value = after;
+        loop {
+            if let Some(v) = value
+                .strip_prefix("%3D")
+                .or_else(|| value.strip_prefix("%3d"))
+            {
+                value = v;
+            } else if let Some(v) = value.strip_prefix(['=', ':', '"', ' ']) {
+                value = v;
+            } else {
+                break;
+            }
+        }
+        out.push_str(&after[..after.len() - value.len()]);
+        let end = value
+            .find(|c: char| matches!(c, '&' | ',' | '"' | ')' | ';') || c.is_whitespace())
+            .unwrap_or(value.len());
+        if end > 0 {
+            out.push_str("[redacted]");
+        }
+        rest = &value[end..];
+    }
+    out.push_str(rest);
+    cap_label(out)
+}
+
 /// Responses larger than this are rejected while streaming, before they are buffered whole.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
@@ -100,4 +155,32 @@ pub(crate) struct ErrorBody {
     pub(crate) message: Option<String>,
     #[serde(rename = "RequestId")]
     pub(crate) request_id: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_text_never_carries_a_token_and_codes_stay_codes() {
+        assert_eq!(
+            sanitize_text(
+                "server string to sign is: GET&%2F&AccessKeyId%3DSTS.x%26SecurityToken%3DCAISabc%26Version".into()
+            ),
+            "server string to sign is: GET&%2F&AccessKeyId%3DSTS.x%26SecurityToken%3D[redacted]"
+        );
+        assert_eq!(
+            sanitize_text("a SecurityToken=CAIS.secret&b=1, {\"SecurityToken\": \"CAIS2\"}".into()),
+            "a SecurityToken=[redacted]&b=1, {\"SecurityToken\": \"[redacted]\"}"
+        );
+        assert_eq!(sanitize_text("plain message".into()), "plain message");
+        assert!(sanitize_text("x".repeat(1 << 20)).len() <= MAX_LABEL_BYTES);
+        assert_eq!(sanitize_code("Throttling.User".into()), "Throttling.User");
+        assert_eq!(
+            sanitize_code("InvalidTimeStamp.Expired".into()),
+            "InvalidTimeStamp.Expired"
+        );
+        assert_eq!(sanitize_code("x".repeat(65)), "other");
+        assert_eq!(sanitize_code("evil\"label".into()), "other");
+    }
 }

@@ -10,11 +10,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use secrecy::ExposeSecret;
 use tokio::task::JoinHandle;
 
 use crate::aliyun::client::{ACTION, ClientBuildError, SasClient};
-use crate::aliyun::credentials::{self, CredentialsConfig, CredentialsError, CredentialsProvider};
+use crate::aliyun::credentials::{self, CredentialsError, CredentialsProvider, FailureKind};
 use crate::app::options::{Options, env_var};
 use crate::backoff::Backoff;
 use crate::config::{AccountConfig, PollingConfig, Target};
@@ -67,9 +66,7 @@ pub(crate) async fn prepare(
     let mut out = Vec::with_capacity(configs.len());
     for config in configs {
         let current = running.get(&config.name);
-        let same_credentials = current.is_some_and(|r| {
-            same_credentials(r.config.credentials.as_ref(), config.credentials.as_ref())
-        });
+        let same_credentials = current.is_some_and(|r| r.config.credentials == config.credentials);
         let (provider, new_provider) = match current {
             Some(r) if same_credentials => (Arc::clone(r.client.credentials_provider()), false),
             _ => {
@@ -110,22 +107,6 @@ pub(crate) async fn prepare(
     Ok(out)
 }
 
-/// True when two credentials sections would build the same provider.
-fn same_credentials(a: Option<&CredentialsConfig>, b: Option<&CredentialsConfig>) -> bool {
-    let secret =
-        |s: &Option<secrecy::SecretString>| s.as_ref().map(|s| s.expose_secret().to_owned());
-    match (a, b) {
-        (None, None) => true,
-        (Some(a), Some(b)) => {
-            // Debug redacts the secrets, so they are compared on their own.
-            format!("{a:?}") == format!("{b:?}")
-                && secret(&a.access_key_secret) == secret(&b.access_key_secret)
-                && secret(&a.security_token) == secret(&b.security_token)
-        }
-        _ => false,
-    }
-}
-
 /// What [`prepare`] needs to know of a running account: what it was built from and its client.
 #[derive(Clone)]
 pub(crate) struct Current {
@@ -155,6 +136,10 @@ pub(crate) struct Accounts {
     options: Options,
     /// The process-wide shutdown, which also stops every account.
     shutdown: Shutdown,
+    /// Pollers of removed accounts that may still finish requests in flight.
+    retiring: Vec<JoinHandle<()>>,
+    /// Set by [`Accounts::stop_all`]: a reload that ends after it starts nothing.
+    stopped: bool,
 }
 
 impl Accounts {
@@ -173,6 +158,8 @@ impl Accounts {
             view,
             options,
             shutdown,
+            retiring: Vec::new(),
+            stopped: false,
         }
     }
 
@@ -215,6 +202,9 @@ impl Accounts {
         targets: &[Target],
         restored: &HashMap<(String, String), TargetState>,
     ) {
+        if self.stopped {
+            return;
+        }
         let mut by_account: HashMap<&str, Vec<Target>> = HashMap::new();
         for t in targets {
             by_account
@@ -230,11 +220,14 @@ impl Accounts {
             .cloned()
             .collect();
         for name in gone {
-            if let Some(account) = self.running.remove(&name) {
+            if let Some(mut account) = self.running.remove(&name) {
                 account.scheduler.retire();
                 self.metrics.forget_account(&name, &[ACTION]);
                 account.stop.trigger();
                 account.identity.abort();
+                // Its requests in flight get their grace; shutdown waits for them too.
+                self.retiring.retain(|h| !h.is_finished());
+                self.retiring.extend(account.poller.take());
                 tracing::info!(account = %name, "account removed; its targets are gone");
             }
         }
@@ -251,6 +244,7 @@ impl Accounts {
                     running
                         .scheduler
                         .reconfigure(p.client.clone(), account_polling, &mine);
+                    running.status.site.store(Arc::new(p.config.sas.site()));
                     if p.new_provider {
                         running
                             .status
@@ -362,18 +356,42 @@ impl Accounts {
                 tokio::time::sleep(IDENTITY_WAIT.ceiling(attempt)).await;
                 attempt = attempt.saturating_add(1);
             }
-            match credentials::account_id(config.credentials.as_ref(), &env_var, clock, &*provider)
-                .await
-            {
-                Ok(id) => {
-                    tracing::info!(account = %config.name, account_id = %id, "account identified");
-                    status.account_id.store(Some(Arc::new(id)));
+            // A refusal is final; STS out of reach or overloaded is asked again, logged once.
+            let mut attempt = 0;
+            loop {
+                let asked = credentials::account_id(
+                    config.credentials.as_ref(),
+                    &env_var,
+                    clock.clone(),
+                    &*provider,
+                )
+                .await;
+                match asked {
+                    Ok(id) => {
+                        tracing::info!(account = %config.name, account_id = %id, "account identified");
+                        status.account_id.store(Some(Arc::new(id)));
+                        return;
+                    }
+                    Err(e) if e.kind() == FailureKind::Transient => {
+                        if attempt == 0 {
+                            tracing::warn!(
+                                account = %config.name,
+                                error = %e,
+                                "GetCallerIdentity failed for now; asking again with backoff"
+                            );
+                        }
+                        tokio::time::sleep(IDENTITY_WAIT.ceiling(attempt)).await;
+                        attempt = attempt.saturating_add(1);
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            account = %config.name,
+                            error = %e,
+                            "GetCallerIdentity refused; sas_exporter_account_info keeps account_id empty"
+                        );
+                        return;
+                    }
                 }
-                Err(e) => tracing::warn!(
-                    account = %config.name,
-                    error = %e,
-                    "GetCallerIdentity failed; sas_exporter_account_info keeps account_id empty"
-                ),
             }
         })
     }
@@ -387,7 +405,8 @@ impl Accounts {
 
     /// Stops every account and hands back the tasks to wait for.
     pub(crate) fn stop_all(&mut self) -> Vec<JoinHandle<()>> {
-        let mut tasks = Vec::new();
+        self.stopped = true;
+        let mut tasks: Vec<JoinHandle<()>> = self.retiring.drain(..).collect();
         for account in self.running.values_mut() {
             account.stop.trigger();
             account.identity.abort();

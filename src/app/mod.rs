@@ -212,9 +212,15 @@ impl Exporter {
         })
     }
 
-    /// Reloads configuration and target files (SIGHUP).
+    /// Reloads configuration and target files.
     pub async fn reload(&self) -> Result<ReloadOutcome, ReloadError> {
         self.reloader.reload().await
+    }
+
+    /// Reloads in a task of its own (SIGHUP), which runs to its end whatever the caller does.
+    pub fn spawn_reload(&self) -> JoinHandle<Result<ReloadOutcome, ReloadError>> {
+        let reloader = Arc::clone(&self.reloader);
+        tokio::spawn(async move { reloader.reload().await })
     }
 
     /// The current request rate of an account's token bucket (lower than configured while it

@@ -139,10 +139,14 @@ impl Default for SasConfig {
 }
 
 impl SasConfig {
-    /// The API endpoint: the override, else the public host of the region's site.
-    /// The site the region belongs to (an endpoint override reaches the same site's data).
+    /// The site whose data the account reaches: the one a known public endpoint override
+    /// names, else the site of the region.
     pub fn site(&self) -> Site {
-        site_of_region(&self.region)
+        match self.endpoint.as_ref().map(Endpoint::authority) {
+            Some(INTERNATIONAL_HOST) => Site::International,
+            Some(MAINLAND_HOST) => Site::China,
+            _ => site_of_region(&self.region),
+        }
     }
 
     /// The endpoint to call: the override, else the public host of the region's site.

@@ -24,10 +24,11 @@ impl Collector for AccountsCollector {
         )?;
         for a in accounts.iter() {
             let id = a.account_id.load_full();
+            let site = **a.site.load();
             let labels = [
                 ("account", &*a.name),
                 ("account_id", id.as_deref().map_or("", String::as_str)),
-                ("site", a.site.as_str()),
+                ("site", site.as_str()),
             ];
             info.encode_family(&labels.as_slice())?.encode_gauge(&1)?;
         }

@@ -137,11 +137,20 @@ impl Encoder {
             // One snapshot for the whole batch: every scraper that queued while the previous
             // encoding ran is served by a single encoding of the newest data.
             let snapshot = self.store.load();
+            // And one body per format and compression: a flood of pipelined scrapes costs one
+            // encoding of the live series, not one each (their chunks are shared, not copied).
+            let mut served: [[Option<Vec<Bytes>>; 2]; 2] = Default::default();
             for job in batch.drain(..) {
                 if job.reply.is_closed() {
                     continue;
                 }
-                let body = self.serve(&snapshot, job.format, job.gzip);
+                let slot = &mut served[job.format.index()][usize::from(job.gzip)];
+                let body = match slot {
+                    Some(body) => Ok(body.clone()),
+                    None => self.serve(&snapshot, job.format, job.gzip).inspect(|body| {
+                        *slot = Some(body.clone());
+                    }),
+                };
                 // The scraper may have gone meanwhile; nothing to do then.
                 let _ = job.reply.send(body);
             }

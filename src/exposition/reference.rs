@@ -172,7 +172,7 @@ impl Collector for SnapshotCollector {
         encoder
             .encode_descriptor(
                 "sas_exporter_targets",
-                "Digests this instance polls",
+                "Targets (account, digest) this instance polls",
                 None,
                 MetricType::Gauge,
             )?

@@ -279,7 +279,7 @@ pub(crate) fn render_block<'a>(
 pub(crate) fn trailer(targets: usize, format: Format, out: &mut String) {
     descriptor(
         "sas_exporter_targets",
-        "Digests this instance polls",
+        "Targets (account, digest) this instance polls",
         format,
         out,
     );

@@ -87,6 +87,19 @@ impl Shared {
         self.polling.load_full()
     }
 
+    /// Counts one request that reached the API (and its error code), unless the account left
+    /// the configuration: its series are gone and must not come back.
+    fn observe(&self, took: Duration, error: Option<&str>) {
+        if self.retired.load(Relaxed) {
+            return;
+        }
+        self.metrics
+            .observe_request(&self.account, ACTION, took.as_secs_f64());
+        if let Some(code) = error {
+            self.metrics.observe_error(&self.account, ACTION, code);
+        }
+    }
+
     fn client(&self) -> Arc<SasClient> {
         self.client.load_full()
     }
@@ -357,23 +370,14 @@ async fn poll_digest(
         drop(held);
         let err = match result {
             Ok(r) => {
-                shared.metrics.observe_request(
-                    &shared.account,
-                    ACTION,
-                    started.elapsed().as_secs_f64(),
-                );
+                shared.observe(started.elapsed(), None);
                 shared.limiter.succeeded();
                 break Ok(r);
             }
             Err(e) => e,
         };
         if let Some(code) = err.metric_code() {
-            shared.metrics.observe_request(
-                &shared.account,
-                ACTION,
-                started.elapsed().as_secs_f64(),
-            );
-            shared.metrics.observe_error(&shared.account, ACTION, code);
+            shared.observe(started.elapsed(), Some(code));
         }
         let wait = match err.class() {
             ErrorClass::Fatal => break Err(err),

@@ -136,7 +136,13 @@ async fn reload(app: &App, method: &Method) -> Response<ChunksBody> {
             .insert(header::ALLOW, HeaderValue::from_static("POST, PUT"));
         return r;
     }
-    match reloader.reload().await {
+    // The reload runs to its end even when the client goes away: stopped halfway, it would leave
+    // what it had taken apart.
+    let reloader = Arc::clone(reloader);
+    let outcome = tokio::spawn(async move { reloader.reload().await })
+        .await
+        .unwrap_or_else(|e| Err(Box::new(e)));
+    match outcome {
         Ok(summary) => response(
             StatusCode::OK,
             "text/plain; charset=utf-8",

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::aliyun::endpoint::Endpoint;
 
@@ -19,7 +19,8 @@ pub struct CredentialsConfig {
     pub access_key_id: Option<String>,
     /// Secret written into the config; discouraged, `access_key_secret_file` is preferred.
     pub access_key_secret: Option<SecretString>,
-    /// File holding the secret, read by the credentials provider so rotation needs no reload.
+    /// File holding the secret, read when the provider is built (at start-up and on a reload that
+    /// changes this section).
     pub access_key_secret_file: Option<PathBuf>,
     /// STS token for temporary credentials.
     pub security_token: Option<SecretString>,
@@ -43,6 +44,30 @@ pub struct CredentialsConfig {
     pub sts_endpoint: Option<Endpoint>,
     /// ECS metadata service override, plain http allowed; the default chain uses it too.
     pub metadata_endpoint: Option<Endpoint>,
+}
+
+/// Two sections are equal when they would build the same provider; the secrets are compared
+/// in place, never copied out of their wrappers.
+impl PartialEq for CredentialsConfig {
+    fn eq(&self, other: &Self) -> bool {
+        fn secret(s: &Option<SecretString>) -> Option<&str> {
+            s.as_ref().map(|s| s.expose_secret())
+        }
+        self.access_key_id == other.access_key_id
+            && secret(&self.access_key_secret) == secret(&other.access_key_secret)
+            && self.access_key_secret_file == other.access_key_secret_file
+            && secret(&self.security_token) == secret(&other.security_token)
+            && self.profile == other.profile
+            && self.ram_role_arn == other.ram_role_arn
+            && self.role_session_name == other.role_session_name
+            && self.external_id == other.external_id
+            && self.policy == other.policy
+            && self.duration == other.duration
+            && self.ecs_ram_role == other.ecs_ram_role
+            && self.oidc == other.oidc
+            && self.sts_endpoint == other.sts_endpoint
+            && self.metadata_endpoint == other.metadata_endpoint
+    }
 }
 
 /// The `credentials.oidc` mapping; every key is required.

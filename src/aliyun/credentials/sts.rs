@@ -15,6 +15,7 @@ use crate::aliyun::signing::Credentials;
 use crate::aliyun::signing::{self, RpcCall, SignatureVersion};
 use crate::aliyun::transport::{
     self, CappedReadError, ErrorBody, error_chain, is_loopback_host, read_body_capped,
+    sanitize_code, sanitize_text,
 };
 use crate::clock::Clock;
 
@@ -219,7 +220,7 @@ impl StsClient {
             })?;
         if !(200..300).contains(&status) {
             let err: ErrorBody = serde_json::from_slice(&body).unwrap_or_default();
-            let code = err.code.unwrap_or_default();
+            let code = sanitize_code(err.code.unwrap_or_default());
             // Throttling arrives as HTTP 400 with a Throttling* code.
             let kind = if code.starts_with("Throttling") {
                 FailureKind::Transient
@@ -230,8 +231,8 @@ impl StsClient {
                 kind,
                 format!(
                     "STS answered HTTP {status}: {code} {} (RequestId {})",
-                    err.message.unwrap_or_default(),
-                    err.request_id.unwrap_or_default()
+                    sanitize_text(err.message.unwrap_or_default()),
+                    sanitize_text(err.request_id.unwrap_or_default())
                 ),
             ));
         }
