@@ -162,12 +162,13 @@ pub async fn wait_ready(exporter: &Exporter) {
 /// Whether an outside tool is installed. Without it a test prints a notice and skips, except under
 /// `CI=true`, where a missing tool fails the run so nothing silently stops being tested.
 pub fn require_tool(tool: &str) -> bool {
+    // Whether it starts at all: not every tool knows `--version` (openssl says `version`).
     let found = std::process::Command::new(tool)
         .arg("--version")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status()
-        .is_ok_and(|s| s.success());
+        .is_ok();
     if !found {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
