@@ -554,9 +554,22 @@ async fn refused_client_certificates_are_logged_with_the_reason() {
     let text = String::from_utf8_lossy(&run(&["x509", "-in", "v1.pem", "-noout", "-text"]).stdout)
         .into_owned();
     assert!(text.contains("Version: 1 (0x0)"), "{text}");
-    let v1_cert = std::fs::read_to_string(dir.path().join("v1.pem")).expect("v1 cert");
-    let v1_key = std::fs::read_to_string(dir.path().join("v1.key")).expect("v1 key");
-    assert!(!handshake_with(&exporter, &ca_pem, &v1_cert, &v1_key).await);
+    // rustls will not even load a v1 certificate as a client identity, so the client that
+    // presents it is the one users have: openssl.
+    let port = exporter.addrs[0].port();
+    let cwd = dir.path().to_owned();
+    let client = tokio::task::spawn_blocking(move || {
+        Command::new("openssl")
+            .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+            .args(["-cert", "v1.pem", "-key", "v1.key", "-CAfile", "ca.pem"])
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .output()
+            .expect("openssl s_client runs")
+    })
+    .await
+    .expect("s_client");
+    eprintln!("s_client: {}", String::from_utf8_lossy(&client.stderr));
     let line = wait_for_log("X.509 v1").await;
     assert!(line.contains("TLS handshake failed"), "{line}");
     exporter.shutdown().await;
