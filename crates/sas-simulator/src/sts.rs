@@ -308,16 +308,8 @@ fn assume_role(
     params: &BTreeMap<String, String>,
     now: DateTime<Utc>,
 ) -> Result<Value, Rejection> {
-    require(params, &V1_REQUIRED)?;
-    check_v1_method(params)?;
+    authenticate_v1(st, method, params, now, false)?;
     let param = |name: &str| params.get(name).map(String::as_str).unwrap_or_default();
-    let key = find_key(&st.keys, param("AccessKeyId"))?;
-    check_timestamp(param("Timestamp"), now)?;
-    if !v1_signature_matches(method, params, &key.secret) {
-        return Err(Rejection::mismatch());
-    }
-    check_security_token(&key, params.get("SecurityToken").map(String::as_str))?;
-    st.nonces.spend(param("SignatureNonce").to_owned())?;
     require_non_empty(params, &["RoleArn", "RoleSessionName"])?;
     let duration = duration_seconds(params)?;
     check_role(st, param("RoleArn"))?;
@@ -330,6 +322,32 @@ fn assume_role(
     ))
 }
 
+/// Checks a V1-signed call the way STS does: parameters, key, timestamp, signature, token, nonce.
+/// `or_issued` also accepts the keys this STS has handed out.
+fn authenticate_v1(
+    st: &mut State,
+    method: &str,
+    params: &BTreeMap<String, String>,
+    now: DateTime<Utc>,
+    or_issued: bool,
+) -> Result<SimKey, Rejection> {
+    require(params, &V1_REQUIRED)?;
+    check_v1_method(params)?;
+    let param = |name: &str| params.get(name).map(String::as_str).unwrap_or_default();
+    let id = param("AccessKeyId");
+    let key = match find_key(&st.keys, id) {
+        Err(_) if or_issued => find_key(&st.issued, id)?,
+        found => found?,
+    };
+    check_timestamp(param("Timestamp"), now)?;
+    if !v1_signature_matches(method, params, &key.secret) {
+        return Err(Rejection::mismatch());
+    }
+    check_security_token(&key, params.get("SecurityToken").map(String::as_str))?;
+    st.nonces.spend(param("SignatureNonce").to_owned())?;
+    Ok(key)
+}
+
 /// `GetCallerIdentity`: any key STS accepts or has issued may ask whose it is.
 fn caller_identity(
     st: &mut State,
@@ -337,17 +355,7 @@ fn caller_identity(
     params: &BTreeMap<String, String>,
     now: DateTime<Utc>,
 ) -> Result<Value, Rejection> {
-    require(params, &V1_REQUIRED)?;
-    check_v1_method(params)?;
-    let param = |name: &str| params.get(name).map(String::as_str).unwrap_or_default();
-    let id = param("AccessKeyId");
-    let key = find_key(&st.keys, id).or_else(|_| find_key(&st.issued, id))?;
-    check_timestamp(param("Timestamp"), now)?;
-    if !v1_signature_matches(method, params, &key.secret) {
-        return Err(Rejection::mismatch());
-    }
-    check_security_token(&key, params.get("SecurityToken").map(String::as_str))?;
-    st.nonces.spend(param("SignatureNonce").to_owned())?;
+    let key = authenticate_v1(st, method, params, now, true)?;
     let assumed = key.security_token.is_some();
     Ok(json!({
         "RequestId": request_id(),
