@@ -13,7 +13,7 @@
 //! | polling | `poll` | scheduler, token bucket, snapshot store, state file |
 //! | inputs | [`config`], [`targets`] | the YAML config, target files, shards |
 //! | API access | `aliyun` | signing, transport, Security Center client, response parser, credentials |
-//! | foundations | [`clock`], `backoff`, `fsperm`, `shutdown`, [`logging`] | small leaves every layer may use |
+//! | foundations | [`clock`], `backoff`, `fsperm`, `shutdown`, [`logging`], [`memory`] | small leaves every layer may use |
 //!
 //! The data flow: the config names targets; the scheduler polls each due digest through the
 //! token bucket and the client; results go into the store, which publishes an immutable snapshot;
@@ -33,6 +33,7 @@ pub mod demo;
 pub(crate) mod exposition;
 pub(crate) mod fsperm;
 pub mod logging;
+pub mod memory;
 pub(crate) mod poll;
 pub(crate) mod server;
 pub(crate) mod shutdown;
