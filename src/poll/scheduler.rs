@@ -125,7 +125,7 @@ impl Scheduler {
         account: Arc<str>,
         client: SasClient,
         polling: PollingConfig,
-        targets: &[Target],
+        targets: &[&Target],
         restored: &HashMap<String, TargetState>,
         store: Arc<Store>,
         metrics: Arc<ExporterMetrics>,
@@ -178,7 +178,7 @@ impl Scheduler {
     /// Applies a reloaded configuration: removed digests disappear from the next snapshot at
     /// once, added ones are due at once, unchanged ones keep their data and schedule (labels may
     /// change). Client, rate, concurrency and intervals take effect for the next request.
-    pub fn reconfigure(&self, client: SasClient, polling: PollingConfig, targets: &[Target]) {
+    pub fn reconfigure(&self, client: SasClient, polling: PollingConfig, targets: &[&Target]) {
         let shared = &self.shared;
         shared.client.store(Arc::new(client));
         shared.limiter.set_base(polling.requests_per_second);
@@ -203,7 +203,7 @@ impl Scheduler {
         let now = Instant::now();
         let mut inner = shared.lock();
         let wanted: HashMap<&str, &Target> =
-            targets.iter().map(|t| (t.digest.as_str(), t)).collect();
+            targets.iter().map(|t| (t.digest.as_str(), *t)).collect();
         let removed: HashSet<String> = inner
             .targets
             .keys()
@@ -658,7 +658,7 @@ mod tests {
             Arc::from("default"),
             client,
             polling,
-            &targets,
+            &targets.iter().collect::<Vec<_>>(),
             &restored,
             Arc::new(Store::default()),
             Arc::new(ExporterMetrics::default()),
