@@ -14,7 +14,7 @@
 //! | instruments | `telemetry` | the exporter's own counters and the account list `/metrics` shows |
 //! | inputs | [`config`], [`targets`] | the YAML config with its accounts, target files, shards |
 //! | API access | `aliyun` | signing, transport, Security Center client, response parser, credentials |
-//! | foundations | [`clock`], `backoff`, `fsperm`, `shutdown`, [`logging`] | small leaves every layer may use |
+//! | foundations | [`clock`], `backoff`, `fsperm`, `shutdown`, [`logging`], [`memory`] | small leaves every layer may use |
 //!
 //! The data flow: the config names accounts and targets; each account's scheduler polls its due
 //! digests through its token bucket and client; results go into the store, which publishes an
@@ -35,6 +35,7 @@ pub mod demo;
 pub(crate) mod exposition;
 pub(crate) mod fsperm;
 pub mod logging;
+pub mod memory;
 pub(crate) mod poll;
 pub(crate) mod server;
 pub(crate) mod shutdown;

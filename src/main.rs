@@ -7,6 +7,7 @@ use clap::Parser;
 use sas_image_scan_exporter::app::{Exporter, Options};
 use sas_image_scan_exporter::config::Config;
 use sas_image_scan_exporter::logging::{self, LogFormat, LogLevel};
+use sas_image_scan_exporter::memory;
 use sas_image_scan_exporter::targets::{Shard, TargetFiles, hostname};
 use sas_image_scan_exporter::{bind, build_info, parse_listen_address};
 
@@ -83,6 +84,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    memory::limit_arenas();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -202,7 +204,7 @@ async fn run(cli: Cli, shard: Shard) -> ExitCode {
 
     // Parsing a large config builds a YAML tree many times the file's size; hand those pages
     // back now rather than carry them for the life of the process.
-    release_freed_memory();
+    memory::release_freed();
 
     let mut listeners = Vec::new();
     for address in &cli.listen_addresses {
@@ -239,7 +241,7 @@ async fn run(cli: Cli, shard: Shard) -> ExitCode {
     };
     // The scheduler holds its own copy of every target.
     drop(config);
-    release_freed_memory();
+    memory::release_freed();
     serve_signals(&exporter, &mut signals).await;
     tracing::info!("shutting down");
     // A second stop request means the operator does not want to wait for the drain.
@@ -282,15 +284,6 @@ async fn start_demo() -> Option<(DemoGuard, Config)> {
 async fn start_demo() -> Option<(DemoGuard, Config)> {
     eprintln!("this build has no demo mode: it was built without the `demo` feature");
     None
-}
-
-/// Returns memory that the allocator holds but no longer uses to the operating system.
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks glibc's own free lists; it has no preconditions.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
 
 /// SIGTERM, SIGINT and SIGHUP, installed once for the life of the process.

@@ -205,12 +205,11 @@ impl Accounts {
         if self.stopped {
             return;
         }
-        let mut by_account: HashMap<&str, Vec<Target>> = HashMap::new();
+        // Borrowed, not cloned: at start-up the config's targets, the assembled list and this
+        // split would otherwise all be alive at once beside the schedulers' own state.
+        let mut by_account: HashMap<&str, Vec<&Target>> = HashMap::new();
         for t in targets {
-            by_account
-                .entry(t.account.as_str())
-                .or_default()
-                .push(t.clone());
+            by_account.entry(t.account.as_str()).or_default().push(t);
         }
         let wanted: Vec<String> = prepared.iter().map(|p| p.config.name.clone()).collect();
         let gone: Vec<String> = self
@@ -276,7 +275,7 @@ impl Accounts {
         &self,
         p: Prepared,
         polling: PollingConfig,
-        targets: &[Target],
+        targets: &[&Target],
         restored: &HashMap<(String, String), TargetState>,
     ) -> RunningAccount {
         let name: Arc<str> = Arc::from(p.config.name.as_str());

@@ -135,6 +135,9 @@ impl Reloader {
         };
         let result = self.reload_from(&path).await;
         self.metrics.config_loaded(result.is_ok());
+        // The parsed file and every target a reload dropped were just freed; hand the pages
+        // back, off the async workers since it walks the whole heap.
+        drop(tokio::task::spawn_blocking(crate::memory::release_freed));
         match &result {
             Ok(summary) => {
                 tracing::info!(file = %path.display(), %summary, "configuration reloaded")

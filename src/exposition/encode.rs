@@ -30,6 +30,11 @@ use crate::telemetry::{AccountsHandle, ExporterMetrics};
 /// Scrapes that may wait for the encoder at once; more wait for room (each holds a connection).
 const QUEUE: usize = 64;
 
+/// A snapshot at least this many targets smaller than the last one encoded (and at most half its
+/// size) counts as a big shrink: every cache lets go of the old targets and the freed memory is
+/// handed back to the operating system.
+const BIG_SHRINK: usize = 10_000;
+
 /// Why a `/metrics` body could not be produced.
 #[derive(Debug, thiserror::Error)]
 pub enum EncodeError {
@@ -112,6 +117,8 @@ struct Encoder {
     /// The last plain per-digest part per format. It pays for itself only while the snapshot
     /// stays the same, so it is dropped as soon as a newer one is encoded.
     plain: [Option<(u64, Arc<[Bytes]>)>; 2],
+    /// Targets in the snapshot encoded last, to notice a big shrink.
+    last_targets: usize,
 }
 
 impl Encoder {
@@ -123,6 +130,7 @@ impl Encoder {
             scratch: Default::default(),
             gzip: [None, None],
             plain: [None, None],
+            last_targets: 0,
         }
     }
 
@@ -137,6 +145,7 @@ impl Encoder {
             // One snapshot for the whole batch: every scraper that queued while the previous
             // encoding ran is served by a single encoding of the newest data.
             let snapshot = self.store.load();
+            let shrunk = self.let_go_after_big_shrink(snapshot.targets.len());
             // And one body per format and compression: a flood of pipelined scrapes costs one
             // encoding of the live series, not one each (their chunks are shared, not copied).
             let mut served: [[Option<Vec<Bytes>>; 2]; 2] = Default::default();
@@ -154,7 +163,25 @@ impl Encoder {
                 // The scraper may have gone meanwhile; nothing to do then.
                 let _ = job.reply.send(body);
             }
+            if shrunk {
+                crate::memory::release_freed();
+            }
         }
+    }
+
+    /// After a reload dropped most targets, a cache of a format nobody scrapes any more would
+    /// keep the old snapshot (and every target in it) alive for good; all caches start over, and
+    /// the caller trims the heap once the batch is served. True when that happened.
+    fn let_go_after_big_shrink(&mut self, targets: usize) -> bool {
+        let before = std::mem::replace(&mut self.last_targets, targets);
+        let big = before >= targets.saturating_add(BIG_SHRINK) && targets <= before / 2;
+        if big {
+            for cache in self.gzip.iter_mut().flatten() {
+                cache.clear();
+            }
+            self.plain = [None, None];
+        }
+        big
     }
 
     fn serve(

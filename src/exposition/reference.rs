@@ -17,13 +17,14 @@ use crate::poll::store::Snapshot;
 
 /// The per-digest label set plus metric-specific labels.
 struct Labels<'a> {
-    base: &'a [(String, String)],
+    base: &'a [(Arc<str>, Arc<str>)],
     extra: &'a [(&'static str, &'a str)],
 }
 
 impl EncodeLabelSet for Labels<'_> {
     fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
-        self.base.encode(encoder)?;
+        let base: Vec<(&str, &str)> = self.base.iter().map(|(k, v)| (&**k, &**v)).collect();
+        base.as_slice().encode(encoder)?;
         self.extra.encode(encoder)
     }
 }

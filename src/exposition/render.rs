@@ -265,10 +265,7 @@ pub(crate) fn render_block<'a>(
     let mut base = String::with_capacity(256);
     for t in targets {
         base.clear();
-        push_labels(
-            &mut base,
-            t.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        );
+        push_labels(&mut base, t.labels.iter().map(|(k, v)| (&**k, &**v)));
         for (f, s) in out.iter_mut().enumerate() {
             push_target(s, f, t, &base, format);
         }

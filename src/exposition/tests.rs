@@ -51,16 +51,16 @@ fn task(i: usize, status: ScanStatus, raw: &str) -> ScanTask {
 fn state(i: usize, generation: u32) -> TargetState {
     let d = digest(i);
     let account = ["intl", "prod"][i % 2];
-    let labels = vec![
-        ("account".to_owned(), account.to_owned()),
-        ("digest".to_owned(), d.clone()),
+    let labels: Vec<(Arc<str>, Arc<str>)> = vec![
+        ("account".into(), account.into()),
+        ("digest".into(), d.as_str().into()),
         (
-            "image".to_owned(),
-            format!("registry.example.com/team/svc-{i}:1.{generation}.0"),
+            "image".into(),
+            format!("registry.example.com/team/svc-{i}:1.{generation}.0").into(),
         ),
         (
-            "team".to_owned(),
-            ["pay\"ments", "plat\\form", "se\narch", "shop"][i % 4].to_owned(),
+            "team".into(),
+            ["pay\"ments", "plat\\form", "se\narch", "shop"][i % 4].into(),
         ),
     ];
     let data = match i % 7 {
@@ -73,8 +73,8 @@ fn state(i: usize, generation: u32) -> TargetState {
     };
     TargetState {
         account: Arc::from(account),
-        digest: d,
-        labels,
+        digest: d.into(),
+        labels: labels.into(),
         last_success: data
             .is_fetched()
             .then_some(1_750_000_000.25 + f64::from(generation)),
@@ -193,7 +193,9 @@ fn body_after_changes_equals_a_fresh_full_encoding() {
     step(&map, &mut caches);
     // Labels change on one target (a reload with new labels).
     let mut s = TargetState::clone(&map[&digest(20)]);
-    s.labels.push(("zone".into(), "cn-\"hangzhou\"".into()));
+    let mut labels = s.labels.to_vec();
+    labels.push(("zone".into(), "cn-\"hangzhou\"".into()));
+    s.labels = labels.into();
     map.insert(digest(20), Arc::new(s));
     step(&map, &mut caches);
     // Shrinks to less than one block, then to nothing.

@@ -21,7 +21,7 @@ use crate::aliyun::scan::{ScanResult, ScanState, ScanStatus};
 use crate::backoff::{Backoff, jittered};
 use crate::config::{PollingConfig, Target};
 use crate::poll::limiter::RateLimiter;
-use crate::poll::store::{Known, Store, TargetState, unix_now};
+use crate::poll::store::{Interner, Known, Store, TargetState, unix_now};
 use crate::shutdown::Shutdown;
 use crate::telemetry::ExporterMetrics;
 
@@ -41,7 +41,7 @@ pub const PUBLISH_EVERY: Duration = Duration::from_millis(50);
 /// A due entry: when, then how stale (never polled first, then the oldest success), then the
 /// digest. Digests due at one moment are polled stalest first, so restarts do not keep favouring
 /// the same subset.
-type Due = (Instant, Staleness, String);
+type Due = (Instant, Staleness, Arc<str>);
 
 /// Orders by the last success: `0` for never polled, else its time in milliseconds.
 type Staleness = u64;
@@ -53,10 +53,11 @@ fn staleness(state: &TargetState) -> Staleness {
 }
 
 struct Inner {
-    targets: BTreeMap<String, Arc<TargetState>>,
+    /// Keyed by the state's own digest, which the due set and the failure counts share too.
+    targets: BTreeMap<Arc<str>, Arc<TargetState>>,
     due: BTreeSet<Due>,
     /// Consecutive failed polls per digest, for the failure backoff.
-    failures: HashMap<String, u32>,
+    failures: HashMap<Arc<str>, u32>,
     last_credentials_error: Option<String>,
     unknown_statuses: HashSet<String>,
 }
@@ -138,7 +139,7 @@ impl Scheduler {
         account: Arc<str>,
         client: SasClient,
         polling: PollingConfig,
-        targets: &[Target],
+        targets: &[&Target],
         restored: &HashMap<String, TargetState>,
         store: Arc<Store>,
         metrics: Arc<ExporterMetrics>,
@@ -146,10 +147,12 @@ impl Scheduler {
         let now = Instant::now();
         let mut map = BTreeMap::new();
         let mut due = BTreeSet::new();
+        let mut interner = Interner::default();
         for t in targets {
-            let (state, at) = initial_state(t, restored.get(&t.digest), &polling, now);
-            due.insert((at, staleness(&state), t.digest.clone()));
-            map.insert(t.digest.clone(), Arc::new(state));
+            let restored = restored.get(&t.digest);
+            let (state, at) = initial_state(t, restored, &polling, now, &mut interner);
+            due.insert((at, staleness(&state), Arc::clone(&state.digest)));
+            map.insert(Arc::clone(&state.digest), Arc::new(state));
         }
         let shared = Arc::new(Shared {
             account,
@@ -191,7 +194,7 @@ impl Scheduler {
     /// Applies a reloaded configuration: removed digests disappear from the next snapshot at
     /// once, added ones are due at once, unchanged ones keep their data and schedule (labels may
     /// change). Client, rate, concurrency and intervals take effect for the next request.
-    pub fn reconfigure(&self, client: SasClient, polling: PollingConfig, targets: &[Target]) {
+    pub fn reconfigure(&self, client: SasClient, polling: PollingConfig, targets: &[&Target]) {
         let shared = &self.shared;
         shared.client.store(Arc::new(client));
         shared.limiter.set_base(polling.requests_per_second);
@@ -216,11 +219,11 @@ impl Scheduler {
         let now = Instant::now();
         let mut inner = shared.lock();
         let wanted: HashMap<&str, &Target> =
-            targets.iter().map(|t| (t.digest.as_str(), t)).collect();
-        let removed: HashSet<String> = inner
+            targets.iter().map(|t| (t.digest.as_str(), *t)).collect();
+        let removed: HashSet<Arc<str>> = inner
             .targets
             .keys()
-            .filter(|d| !wanted.contains_key(d.as_str()))
+            .filter(|d| !wanted.contains_key(&***d))
             .cloned()
             .collect();
         if !removed.is_empty() {
@@ -228,22 +231,22 @@ impl Scheduler {
             inner.due.retain(|(_, _, d)| !removed.contains(d));
             inner.failures.retain(|d, _| !removed.contains(d));
         }
+        let mut interner = Interner::default();
         for t in targets {
-            match inner.targets.get(&t.digest) {
+            match inner.targets.get(t.digest.as_str()) {
+                Some(existing) if existing.labels_match(t) => {}
                 Some(existing) => {
-                    let fresh = TargetState::new(t, existing.refresh);
-                    if fresh.labels != existing.labels {
-                        let mut state = TargetState::clone(existing);
-                        state.labels = fresh.labels;
-                        inner.targets.insert(t.digest.clone(), Arc::new(state));
-                    }
+                    let fresh = TargetState::new_shared(t, existing.refresh, &mut interner);
+                    let mut state = TargetState::clone(existing);
+                    state.labels = fresh.labels;
+                    let key = Arc::clone(&state.digest);
+                    inner.targets.insert(key, Arc::new(state));
                 }
                 None => {
-                    inner.targets.insert(
-                        t.digest.clone(),
-                        Arc::new(TargetState::new(t, polling.interval)),
-                    );
-                    inner.due.insert((now, 0, t.digest.clone()));
+                    let state = TargetState::new_shared(t, polling.interval, &mut interner);
+                    let key = Arc::clone(&state.digest);
+                    inner.due.insert((now, 0, Arc::clone(&key)));
+                    inner.targets.insert(key, Arc::new(state));
                 }
             }
         }
@@ -336,13 +339,13 @@ async fn publish_loop(shared: Arc<Shared>, mut shutdown: Shutdown) {
 /// take both again.
 async fn poll_digest(
     shared: Arc<Shared>,
-    digest: String,
+    digest: Arc<str>,
     permit: OwnedSemaphorePermit,
     mut shutdown: Shutdown,
 ) {
     let mut guard = PollGuard {
         shared: Arc::clone(&shared),
-        digest: digest.clone(),
+        digest: Arc::clone(&digest),
         armed: true,
     };
     let mut permit = Some(permit);
@@ -419,7 +422,7 @@ async fn poll_digest(
 /// or an abort), so no digest is ever silently dropped from polling.
 struct PollGuard {
     shared: Arc<Shared>,
-    digest: String,
+    digest: Arc<str>,
     armed: bool,
 }
 
@@ -435,7 +438,7 @@ impl Drop for PollGuard {
             inner.due.insert((
                 Instant::now() + jittered(interval),
                 stale,
-                self.digest.clone(),
+                Arc::clone(&self.digest),
             ));
         }
         drop(inner);
@@ -458,8 +461,9 @@ fn initial_state(
     restored: Option<&TargetState>,
     polling: &PollingConfig,
     now: Instant,
+    interner: &mut Interner,
 ) -> (TargetState, Instant) {
-    let mut state = TargetState::new(target, polling.interval);
+    let mut state = TargetState::new_shared(target, polling.interval, interner);
     let Some(saved) = restored else {
         return (state, now);
     };
@@ -537,6 +541,7 @@ fn record(shared: &Shared, digest: &str, outcome: Result<ScanResult, ApiError>) 
         return;
     };
     let mut state = TargetState::clone(current);
+    let key = Arc::clone(&state.digest);
     let credentials_failed = matches!(outcome, Err(ApiError::Credentials(_)));
     let failed = outcome.is_err();
     match outcome {
@@ -587,7 +592,7 @@ fn record(shared: &Shared, digest: &str, outcome: Result<ScanResult, ApiError>) 
     let wait = if credentials_failed {
         credentials_wait(shared).min(state.refresh)
     } else if failed {
-        let failures = inner.failures.entry(digest.to_owned()).or_insert(0);
+        let failures = inner.failures.entry(Arc::clone(&key)).or_insert(0);
         *failures = failures.saturating_add(1);
         failed_poll_wait(*failures, &polling)
     } else {
@@ -597,8 +602,8 @@ fn record(shared: &Shared, digest: &str, outcome: Result<ScanResult, ApiError>) 
     let next = Instant::now() + wait;
     inner
         .due
-        .insert((next, staleness(&state), digest.to_owned()));
-    inner.targets.insert(digest.to_owned(), Arc::new(state));
+        .insert((next, staleness(&state), Arc::clone(&key)));
+    inner.targets.insert(key, Arc::new(state));
     drop(inner);
     shared.wake.notify_one();
     shared.dirty.notify_one();
@@ -662,7 +667,7 @@ mod tests {
             Arc::from("default"),
             client,
             polling,
-            &targets,
+            &targets.iter().collect::<Vec<_>>(),
             &restored,
             Arc::new(Store::default()),
             Arc::new(ExporterMetrics::default()),

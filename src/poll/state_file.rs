@@ -89,7 +89,7 @@ pub fn write(path: &Path, snapshot: &Snapshot) -> Result<(), StateError> {
             .filter(|t| t.polled())
             .map(|t| Saved {
                 account: t.account.to_string(),
-                digest: t.digest.clone(),
+                digest: t.digest.to_string(),
                 fetched: t.data.is_fetched(),
                 task: t.data.task().cloned(),
                 last_success: t.last_success,
@@ -202,8 +202,8 @@ pub fn read(path: &Path) -> Result<HashMap<(String, String), TargetState>, State
         .map(|s| {
             let state = TargetState {
                 account: Arc::from(s.account.as_str()),
-                digest: s.digest.clone(),
-                labels: Vec::new(),
+                digest: Arc::from(s.digest.as_str()),
+                labels: Arc::from([]),
                 data: if s.fetched {
                     Known::from_answer(s.task)
                 } else {
@@ -284,7 +284,7 @@ mod tests {
         let back = read(&path).expect("read");
         assert_eq!(back.len(), 2, "the never-polled target is not saved");
         for t in snap.targets.iter().filter(|t| t.polled()) {
-            let r = &back[&(t.account.to_string(), t.digest.clone())];
+            let r = &back[&(t.account.to_string(), t.digest.to_string())];
             assert_eq!(r.account, t.account);
             assert_eq!(r.data, t.data);
             assert_eq!(r.last_success, t.last_success);

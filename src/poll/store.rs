@@ -4,7 +4,7 @@
 //! the landing page only ever load the current snapshot, so they never wait for the API and never
 //! see a half-updated set.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,16 +55,37 @@ impl Known {
     }
 }
 
+/// A target's label set: `account`, `digest` and then the configured labels sorted by name.
+/// Every version of a target's state shares one, since a poll never changes it, and the texts
+/// that repeat across targets (names, accounts, teams) are one allocation each.
+pub type Labels = Arc<[(Arc<str>, Arc<str>)]>;
+
+/// Hands out one shared copy of each distinct text, while a set of targets is being built.
+#[derive(Debug, Default)]
+pub struct Interner(HashSet<Arc<str>>);
+
+impl Interner {
+    /// The shared copy of `text`.
+    pub fn get(&mut self, text: &str) -> Arc<str> {
+        if let Some(shared) = self.0.get(text) {
+            return Arc::clone(shared);
+        }
+        let shared: Arc<str> = Arc::from(text);
+        self.0.insert(Arc::clone(&shared));
+        shared
+    }
+}
+
 /// One digest's known state.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TargetState {
     /// The account whose Security Center is asked about this digest.
     pub account: Arc<str>,
-    /// Bare lower-case hex digest.
-    pub digest: String,
-    /// `account`, `digest` and then the configured labels sorted by name: the label set of every
-    /// series.
-    pub labels: Vec<(String, String)>,
+    /// Bare lower-case hex digest; the same allocation as the `digest` label's value and the
+    /// scheduler's keys.
+    pub digest: Arc<str>,
+    /// The label set of every series.
+    pub labels: Labels,
     /// What the last successful poll learned.
     pub data: Known,
     /// When `data` was fetched.
@@ -82,14 +103,26 @@ pub struct TargetState {
 impl TargetState {
     /// A target that has not been polled yet.
     pub fn new(target: &Target, refresh: Duration) -> Self {
+        Self::new_shared(target, refresh, &mut Interner::default())
+    }
+
+    /// [`TargetState::new`], with the label texts shared through `interner`.
+    pub fn new_shared(target: &Target, refresh: Duration, interner: &mut Interner) -> Self {
+        let account = interner.get(&target.account);
+        let digest: Arc<str> = Arc::from(target.digest.as_str());
         let mut labels = Vec::with_capacity(target.labels.len() + 2);
-        labels.push(("account".to_owned(), target.account.clone()));
-        labels.push(("digest".to_owned(), target.digest.clone()));
-        labels.extend(target.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        labels.push((interner.get("account"), Arc::clone(&account)));
+        labels.push((interner.get("digest"), Arc::clone(&digest)));
+        labels.extend(
+            target
+                .labels
+                .iter()
+                .map(|(k, v)| (interner.get(k), interner.get(v))),
+        );
         TargetState {
-            account: Arc::from(target.account.as_str()),
-            digest: target.digest.clone(),
-            labels,
+            account,
+            digest,
+            labels: labels.into(),
             data: Known::NotPolled,
             last_success: None,
             up: None,
@@ -97,6 +130,17 @@ impl TargetState {
             refresh,
             added_at: unix_now(),
         }
+    }
+
+    /// True when this state's label set is the one `target` describes now.
+    pub fn labels_match(&self, target: &Target) -> bool {
+        let configured = [
+            ("account", target.account.as_str()),
+            ("digest", &target.digest),
+        ]
+        .into_iter()
+        .chain(target.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        self.labels.iter().map(|(k, v)| (&**k, &**v)).eq(configured)
     }
 
     /// True once a poll of this digest has ended, successfully or not.
@@ -210,14 +254,17 @@ mod tests {
         a.data = Known::NoTask;
         let mut b = TargetState::new(&target('b'), Duration::from_secs(60));
         b.added_at = 990.0;
+        let labels: Vec<(&str, &str)> = a.labels.iter().map(|(k, v)| (&**k, &**v)).collect();
+        let digest = "a".repeat(64);
         assert_eq!(
-            a.labels,
-            vec![
-                ("account".to_owned(), "prod".to_owned()),
-                ("digest".to_owned(), "a".repeat(64)),
-                ("team".to_owned(), "x".to_owned())
+            labels,
+            [
+                ("account", "prod"),
+                ("digest", digest.as_str()),
+                ("team", "x")
             ]
         );
+        assert!(Arc::ptr_eq(&a.digest, &a.labels[1].1));
         let s = Snapshot::new(7, vec![Arc::new(a), Arc::new(b)]);
         assert!(!s.ready);
         // a: overdue after 1020; b (never fetched): after 990 + 120 = 1110.

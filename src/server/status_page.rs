@@ -370,7 +370,7 @@ fn row(html: &mut String, t: &TargetState, now: UnixSeconds) {
     let labels: String = t
         .labels
         .iter()
-        .filter(|(k, _)| k != "digest" && k != "account")
+        .filter(|(k, _)| !matches!(&**k, "digest" | "account"))
         .map(|(k, v)| {
             format!(
                 "<span class=\"label\">{}={}</span>",
