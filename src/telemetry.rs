@@ -12,6 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::aliyun::client::TRANSPORT_CODES;
 use crate::aliyun::credentials::ProviderHandle;
 use crate::clock::unix_now;
 use crate::config::Site;
@@ -174,14 +175,10 @@ impl ExporterMetrics {
             .iter()
             .cloned()
             .chain(
-                [
-                    "timeout",
-                    "connect",
-                    "http_5xx",
-                    "invalid_response",
-                    "other",
-                ]
-                .map(String::from),
+                TRANSPORT_CODES
+                    .iter()
+                    .chain(&["other"])
+                    .map(|c| (*c).to_owned()),
             )
             .collect();
         for action in actions {
@@ -202,10 +199,7 @@ impl ExporterMetrics {
     }
 
     fn bounded_code(&self, code: &str) -> String {
-        if matches!(
-            code,
-            "timeout" | "connect" | "http_5xx" | "invalid_response"
-        ) {
+        if TRANSPORT_CODES.contains(&code) {
             return code.to_owned();
         }
         let mut seen = self.codes_seen.lock();

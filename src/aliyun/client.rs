@@ -24,6 +24,10 @@ pub const ACTION: &str = "DescribeImageLatestScanTask";
 /// The Security Center API version.
 pub const API_VERSION: &str = "2018-12-03";
 
+/// The `code` label values of failures that carry no API error `Code`.
+pub(crate) const TRANSPORT_CODES: [&str; 4] =
+    ["http_5xx", "timeout", "connect", "invalid_response"];
+
 /// How a failed call should be treated (retryable codes, throttling, and the rest).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorClass {
@@ -106,15 +110,16 @@ impl ApiError {
     /// The `code` label of `sas_exporter_api_request_errors_total`; the caller caps distinct API
     /// codes. `None` when no request was sent.
     pub fn metric_code(&self) -> Option<&str> {
+        let [http_5xx, timeout, connect, invalid_response] = TRANSPORT_CODES;
         Some(match self {
             ApiError::Credentials(_) => return None,
             ApiError::Service { code, .. } => code,
-            ApiError::HttpStatus { status, .. } if *status >= 500 => "http_5xx",
-            ApiError::Timeout(_) => "timeout",
-            ApiError::Connect(_) => "connect",
+            ApiError::HttpStatus { status, .. } if *status >= 500 => http_5xx,
+            ApiError::Timeout(_) => timeout,
+            ApiError::Connect(_) => connect,
             ApiError::HttpStatus { .. }
             | ApiError::BodyTooLarge { .. }
-            | ApiError::InvalidResponse(_) => "invalid_response",
+            | ApiError::InvalidResponse(_) => invalid_response,
         })
     }
 

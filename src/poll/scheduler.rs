@@ -88,6 +88,19 @@ impl Shared {
         self.polling.load_full()
     }
 
+    /// A place for one request: a concurrency permit, then a token of the bucket. `None` once
+    /// shutdown is triggered (or the permits are closed).
+    async fn slot(&self, shutdown: &mut Shutdown) -> Option<OwnedSemaphorePermit> {
+        let permit = tokio::select! {
+            p = Arc::clone(&self.permits).acquire_owned() => p.ok()?,
+            _ = shutdown.wait() => return None,
+        };
+        tokio::select! {
+            _ = self.limiter.acquire() => Some(permit),
+            _ = shutdown.wait() => None,
+        }
+    }
+
     /// Counts one request that reached the API (and its error code), unless the account left
     /// the configuration: its series are gone and must not come back.
     fn observe(&self, took: Duration, error: Option<&str>) {
@@ -290,17 +303,9 @@ impl Scheduler {
             if !self.shared.lock().due.remove(&(at, stale, digest.clone())) {
                 continue;
             }
-            let permit = tokio::select! {
-                p = Arc::clone(&self.shared.permits).acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-                _ = shutdown.wait() => break,
+            let Some(permit) = self.shared.slot(&mut shutdown).await else {
+                break;
             };
-            tokio::select! {
-                _ = self.shared.limiter.acquire() => {}
-                _ = shutdown.wait() => break,
-            }
             polls.spawn(poll_digest(
                 Arc::clone(&self.shared),
                 digest,
@@ -354,18 +359,10 @@ async fn poll_digest(
     let outcome = loop {
         let held = match permit.take() {
             Some(p) => p,
-            None => {
-                let p = tokio::select! {
-                    p = Arc::clone(&shared.permits).acquire_owned() => p,
-                    _ = shutdown.wait() => return,
-                };
-                let Ok(p) = p else { return };
-                tokio::select! {
-                    _ = shared.limiter.acquire() => {}
-                    _ = shutdown.wait() => return,
-                }
-                p
-            }
+            None => match shared.slot(&mut shutdown).await {
+                Some(p) => p,
+                None => return,
+            },
         };
         let started = Instant::now();
         let client = shared.client();
