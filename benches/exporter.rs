@@ -190,6 +190,18 @@ fn sample_rss(
     (stop, handle)
 }
 
+/// The simulator every run polls: synthetic tasks for any digest, and a traffic log long
+/// enough that the measurements can count every request of a window.
+async fn simulator() -> Simulator {
+    Simulator::start(
+        Scenario::default()
+            .with_synthetic_unknown()
+            .with_log_capacity(1 << 20),
+    )
+    .await
+    .expect("simulator")
+}
+
 /// What one size measured.
 #[derive(Default)]
 struct Figures {
@@ -204,13 +216,7 @@ struct Figures {
 }
 
 async fn run_one(n: usize, rps: f64, concurrency: usize) -> Figures {
-    let sim = Simulator::start(
-        Scenario::default()
-            .with_synthetic_unknown()
-            .with_log_capacity(1 << 20),
-    )
-    .await
-    .expect("simulator");
+    let sim = simulator().await;
     let dir = std::env::temp_dir().join(format!("sas-bench-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let config = dir.join("config.yml");
@@ -423,13 +429,7 @@ async fn idle_rss(sim: &Simulator, dir: &Path, n: usize) -> (Exporter, u32, Stri
 
 /// RSS per configured digest at `large`, and what a reload down to 1 000 digests gives back.
 async fn large_config(large: usize) -> (f64, u64, u64) {
-    let sim = Simulator::start(
-        Scenario::default()
-            .with_synthetic_unknown()
-            .with_log_capacity(1 << 20),
-    )
-    .await
-    .expect("simulator");
+    let sim = simulator().await;
     let dir = std::env::temp_dir().join(format!("sas-bench-{}-large", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let (small, _, _, small_rss) = idle_rss(&sim, &dir, 1000).await;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use sas_image_scan_exporter::app::{Exporter, Options};
-use sas_image_scan_exporter::config::Config;
+use sas_image_scan_exporter::config::{Config, config_dir};
 use sas_image_scan_exporter::logging::{self, LogFormat, LogLevel};
 use sas_image_scan_exporter::memory;
 use sas_image_scan_exporter::targets::{Shard, TargetFiles, hostname};
@@ -149,12 +149,9 @@ fn config_check(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let base = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
     let env = |name: &str| std::env::var(name).ok();
-    let assembled = TargetFiles::default().assemble(&config, base, Shard::default(), &env);
+    let assembled =
+        TargetFiles::default().assemble(&config, &config_dir(path), Shard::default(), &env);
     if !assembled.problems.is_empty() {
         eprintln!(
             "{} problem(s) in the target files:\n{}",

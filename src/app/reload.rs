@@ -11,7 +11,7 @@ use parking_lot::{Mutex, MutexGuard};
 
 use crate::app::accounts::{self, AccountError, Accounts};
 use crate::app::options::{Options, env_var};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, config_dir};
 use crate::server::routes::{BoxFuture, Reload};
 use crate::shutdown::Shutdown;
 use crate::targets::{Assembled, TargetFiles};
@@ -96,11 +96,9 @@ impl std::fmt::Debug for Reloader {
     }
 }
 
+/// Where relative `target_files` globs start: the config file's directory (`.` in demo mode).
 pub(crate) fn base_dir(config_path: Option<&Path>) -> PathBuf {
-    config_path
-        .and_then(Path::parent)
-        .filter(|p| !p.as_os_str().is_empty())
-        .map_or_else(|| PathBuf::from("."), Path::to_owned)
+    config_path.map_or_else(|| PathBuf::from("."), config_dir)
 }
 
 impl Reloader {

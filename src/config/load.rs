@@ -1,6 +1,6 @@
 //! The entry points: a config file or text, and target files.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use marked_yaml::Node;
 
@@ -35,6 +35,14 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         parse_config(text, file, env).map(|parsed| parsed.config)
     }
+}
+
+/// The directory relative `target_files` globs are read from: the config file's own.
+pub fn config_dir(config_path: &Path) -> PathBuf {
+    config_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_owned)
 }
 
 /// Parses a target file (a YAML list shaped like `targets`), de-duplicated within the file. Each

@@ -22,7 +22,7 @@ mod types;
 mod values;
 
 pub use crate::aliyun::endpoint::{Endpoint, EndpointError, PlainHttp};
-pub use load::parse_targets;
+pub use load::{config_dir, parse_targets};
 pub use merge::{dedupe_targets, merge_targets};
 pub use problem::{ConfigError, Location, Problem};
 pub use types::{

@@ -7,7 +7,11 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 
+use crate::aliyun::credentials::ProviderStatus;
 use crate::telemetry::AccountsHandle;
+
+/// Which counter of a provider a series reports.
+type Count = fn(&ProviderStatus) -> u64;
 
 /// Encodes the per-account series from the current account list at every scrape.
 #[derive(Debug)]
@@ -39,29 +43,26 @@ impl Collector for AccountsCollector {
                 (Arc::clone(&a.name), provider.name(), provider.status())
             })
             .collect();
-        let mut refreshes = encoder.encode_descriptor(
-            "sas_exporter_credentials_refreshes",
-            "Successful credential fetches (the first one included)",
-            None,
-            MetricType::Counter,
-        )?;
-        for (account, provider, status) in &statuses {
-            let labels = [("account", &**account), ("provider", *provider)];
-            refreshes
-                .encode_family(&labels.as_slice())?
-                .encode_counter::<NoLabelSet, _, u64>(&status.refreshes, None)?;
-        }
-        let mut errors = encoder.encode_descriptor(
-            "sas_exporter_credentials_refresh_errors",
-            "Failed credential fetches",
-            None,
-            MetricType::Counter,
-        )?;
-        for (account, provider, status) in &statuses {
-            let labels = [("account", &**account), ("provider", *provider)];
-            errors
-                .encode_family(&labels.as_slice())?
-                .encode_counter::<NoLabelSet, _, u64>(&status.refresh_errors, None)?;
+        let counters: [(&str, &str, Count); 2] = [
+            (
+                "sas_exporter_credentials_refreshes",
+                "Successful credential fetches (the first one included)",
+                |s| s.refreshes,
+            ),
+            (
+                "sas_exporter_credentials_refresh_errors",
+                "Failed credential fetches",
+                |s| s.refresh_errors,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (account, provider, status) in &statuses {
+                let labels = [("account", &**account), ("provider", *provider)];
+                family
+                    .encode_family(&labels.as_slice())?
+                    .encode_counter::<NoLabelSet, _, u64>(&value(status), None)?;
+            }
         }
         if statuses.iter().any(|(_, _, s)| s.expiration.is_some()) {
             let mut expiry = encoder.encode_descriptor(

@@ -309,17 +309,9 @@ fn assume_role(
     now: DateTime<Utc>,
 ) -> Result<Value, Rejection> {
     authenticate_v1(st, method, params, now, false)?;
-    let param = |name: &str| params.get(name).map(String::as_str).unwrap_or_default();
     require_non_empty(params, &["RoleArn", "RoleSessionName"])?;
     let duration = duration_seconds(params)?;
-    check_role(st, param("RoleArn"))?;
-    Ok(issue(
-        st,
-        param("RoleArn"),
-        param("RoleSessionName"),
-        duration,
-        now,
-    ))
+    issue_for_role(st, params, duration, now)
 }
 
 /// Checks a V1-signed call the way STS does: parameters, key, timestamp, signature, token, nonce.
@@ -395,6 +387,17 @@ fn assume_role_with_oidc(
             "The OIDC token is invalid.",
         ));
     }
+    issue_for_role(st, params, duration, now)
+}
+
+/// Issues credentials for the call's `RoleArn` and `RoleSessionName` once the role is allowed.
+fn issue_for_role(
+    st: &mut State,
+    params: &BTreeMap<String, String>,
+    duration: i64,
+    now: DateTime<Utc>,
+) -> Result<Value, Rejection> {
+    let param = |name: &str| params.get(name).map(String::as_str).unwrap_or_default();
     check_role(st, param("RoleArn"))?;
     Ok(issue(
         st,
