@@ -528,6 +528,7 @@ impl Demo {
             polling,
             targets,
             target_files: Vec::new(),
+            discovery: Vec::new(),
             state_file: None,
         }
     }

@@ -32,6 +32,7 @@ pub mod clock;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub(crate) mod discovery;
 pub(crate) mod exposition;
 pub(crate) mod fsperm;
 pub mod logging;

@@ -242,6 +242,7 @@ pub(crate) fn retained_config(config: &Config) -> Config {
             config.targets.clone()
         },
         target_files: config.target_files.clone(),
+        discovery: config.discovery.clone(),
         state_file: config.state_file.clone(),
     }
 }

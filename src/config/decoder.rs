@@ -15,6 +15,7 @@ pub(super) const TOP_KEYS: &[&str] = &[
     "polling",
     "targets",
     "target_files",
+    "discovery",
     "state_file",
 ];
 

@@ -83,6 +83,10 @@ impl Decoder<'_> {
             Some(node) => self.target_files(node, "target_files"),
             None => Vec::new(),
         };
+        let discovery = match root.get_node("discovery") {
+            Some(node) => self.discovery(node),
+            None => Vec::new(),
+        };
         let state_file = self
             .optional(root, "state_file", "", |s| Ok(PathBuf::from(s)))
             .ok();
@@ -91,6 +95,7 @@ impl Decoder<'_> {
             polling,
             targets,
             target_files,
+            discovery,
             state_file,
         }
     }
@@ -205,7 +210,7 @@ impl Decoder<'_> {
         }
     }
 
-    fn labels(&mut self, node: &Node, path: &str) -> BTreeMap<String, String> {
+    pub(super) fn labels(&mut self, node: &Node, path: &str) -> BTreeMap<String, String> {
         let mut labels = BTreeMap::new();
         let Field::Set(m, _) = self.mapping(node, path) else {
             return labels;

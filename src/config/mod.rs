@@ -13,6 +13,7 @@
 mod accounts;
 mod credentials;
 mod decoder;
+mod discovery;
 mod document;
 mod env;
 mod load;
@@ -22,6 +23,10 @@ mod types;
 mod values;
 
 pub use crate::aliyun::endpoint::{Endpoint, EndpointError, PlainHttp};
+pub use discovery::{
+    CONTAINER_FILTERS, DEFAULT_CLUSTER, DEFAULT_KEEP_FOR, DEFAULT_PAGE_SIZE, DiscoveryConfig,
+    Filter, IMAGE_FILTERS, KubernetesConfig, ListingConfig, Scanned, SourceKind, criteria_name,
+};
 pub use load::{config_dir, parse_targets};
 pub use merge::{dedupe_targets, merge_targets};
 pub use problem::{ConfigError, Location, Problem};

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use chrono::FixedOffset;
 
+use super::discovery::DiscoveryConfig;
 use super::problem::Location;
 use crate::aliyun::client::ClientOptions;
 pub use crate::aliyun::credentials::{CredentialsConfig, OidcConfig};
@@ -41,6 +42,8 @@ pub struct Config {
     pub targets: Vec<Target>,
     /// Globs of extra target files, kept as written so a reload re-expands them.
     pub target_files: Vec<String>,
+    /// Sources that find digests to watch, beside `targets` and `target_files`.
+    pub discovery: Vec<DiscoveryConfig>,
     /// Where results survive restarts; `None` disables persistence.
     pub state_file: Option<PathBuf>,
 }
@@ -53,6 +56,7 @@ impl Default for Config {
             polling,
             targets: Vec::new(),
             target_files: Vec::new(),
+            discovery: Vec::new(),
             state_file: None,
         }
     }

@@ -2,6 +2,7 @@
 //! of the API, the store that publishes immutable snapshots, and the state file that carries them
 //! across restarts.
 
+pub(crate) mod discovered;
 pub(crate) mod limiter;
 pub(crate) mod scheduler;
 pub(crate) mod state_file;

@@ -1,0 +1,5 @@
+//! Discovery: sources that find the digests to watch (Security Center's image and container
+//! listings, Kubernetes pods), the registry that merges their listings with `keep_for`, and the
+//! change detection that tells the schedulers which digests to poll now.
+
+pub(crate) mod listing;
