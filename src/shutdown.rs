@@ -42,3 +42,17 @@ impl Shutdown {
         let _ = self.0.wait_for(|stop| *stop).await;
     }
 }
+
+/// A signal that fires when either fires: the process shutting down, or one part of it (an
+/// account, a discovery source) removed by a reload.
+pub(crate) fn either(mut a: Shutdown, mut b: Shutdown) -> Shutdown {
+    let (trigger, signal) = channel();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = a.wait() => {}
+            _ = b.wait() => {}
+        }
+        trigger.trigger();
+    });
+    signal
+}

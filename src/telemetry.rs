@@ -39,6 +39,66 @@ struct ErrorLabels {
     code: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct TriggerLabels {
+    account: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct SourceLabels {
+    source: &'static str,
+    account: String,
+}
+
+/// Why a digest is polled: the `reason` label of `sas_exporter_refresh_triggers_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Trigger {
+    /// Never polled since it became a target.
+    New,
+    /// Its `sas_images` row changed since the previous listing.
+    Changed,
+    /// Its latest task is still running (`active_interval`).
+    Active,
+    /// The regular refresh (`interval`).
+    Interval,
+    /// Its previous poll failed.
+    Retry,
+}
+
+impl Trigger {
+    /// Every reason, for forgetting an account's series.
+    pub(crate) const ALL: [Trigger; 5] = [
+        Trigger::New,
+        Trigger::Changed,
+        Trigger::Active,
+        Trigger::Interval,
+        Trigger::Retry,
+    ];
+
+    /// The `reason` label value.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Trigger::New => "new",
+            Trigger::Changed => "changed",
+            Trigger::Active => "active",
+            Trigger::Interval => "interval",
+            Trigger::Retry => "retry",
+        }
+    }
+}
+
+/// A discovery source's health, as `/metrics` shows it.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct SourceHealth {
+    /// Whether the last listing or watch succeeded; `None` before the first ended.
+    pub(crate) up: Option<bool>,
+    /// End of the last complete listing.
+    pub(crate) last_success: Option<f64>,
+    /// Digests the source names now.
+    pub(crate) targets: usize,
+}
+
 fn duration_histogram() -> Histogram {
     Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
 }
@@ -59,6 +119,10 @@ pub struct ExporterMetrics {
     /// The state-file series exist only when a state file is configured.
     state_file_configured: bool,
     codes_seen: Mutex<HashSet<String>>,
+    triggers: Family<TriggerLabels, Counter>,
+    discovery_up: Family<SourceLabels, Gauge>,
+    discovery_success: Family<SourceLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    discovery_targets: Family<SourceLabels, Gauge>,
 }
 
 impl Default for ExporterMetrics {
@@ -75,6 +139,10 @@ impl Default for ExporterMetrics {
             state_write_ts: Gauge::default(),
             state_file_configured: false,
             codes_seen: Mutex::new(HashSet::new()),
+            triggers: Family::default(),
+            discovery_up: Family::default(),
+            discovery_success: Family::default(),
+            discovery_targets: Family::default(),
         }
     }
 }
@@ -121,6 +189,26 @@ impl ExporterMetrics {
             "sas_exporter_target_file_last_load_successful",
             "Whether the last read of each target file succeeded (a failed file keeps its previous targets)",
             self.target_files.clone(),
+        );
+        registry.register(
+            "sas_exporter_refresh_triggers",
+            "Polls of DescribeImageLatestScanTask by why the digest was due: new, changed (its sas_images row changed), active, interval, retry",
+            self.triggers.clone(),
+        );
+        registry.register(
+            "sas_exporter_discovery_up",
+            "1 if the last listing or watch of this discovery source succeeded, else 0 (its previous complete result stays in force)",
+            self.discovery_up.clone(),
+        );
+        registry.register(
+            "sas_exporter_discovery_last_success_timestamp_seconds",
+            "End of the source's last complete listing (kubernetes: last time the watch was in sync), Unix seconds",
+            self.discovery_success.clone(),
+        );
+        registry.register(
+            "sas_exporter_discovery_targets",
+            "Digests this discovery source currently names",
+            self.discovery_targets.clone(),
         );
         if self.state_file_configured {
             registry.register(
@@ -181,6 +269,12 @@ impl ExporterMetrics {
                     .map(|c| (*c).to_owned()),
             )
             .collect();
+        for trigger in Trigger::ALL {
+            self.triggers.remove(&TriggerLabels {
+                account: account.to_owned(),
+                reason: trigger.as_str(),
+            });
+        }
         for action in actions {
             let labels = ActionLabels {
                 account: account.to_owned(),
@@ -196,6 +290,44 @@ impl ExporterMetrics {
                 });
             }
         }
+    }
+
+    /// Counts one poll under the reason it was due.
+    pub(crate) fn refresh_triggered(&self, account: &str, trigger: Trigger) {
+        self.triggers
+            .get_or_create(&TriggerLabels {
+                account: account.to_owned(),
+                reason: trigger.as_str(),
+            })
+            .inc();
+    }
+
+    /// Sets a discovery source's series.
+    pub(crate) fn discovery_health(&self, source: &'static str, account: &str, h: SourceHealth) {
+        let labels = SourceLabels {
+            source,
+            account: account.to_owned(),
+        };
+        if let Some(up) = h.up {
+            self.discovery_up.get_or_create(&labels).set(i64::from(up));
+        }
+        if let Some(ts) = h.last_success {
+            self.discovery_success.get_or_create(&labels).set(ts);
+        }
+        self.discovery_targets
+            .get_or_create(&labels)
+            .set(i64::try_from(h.targets).unwrap_or(i64::MAX));
+    }
+
+    /// Drops a discovery source's series: it left the configuration.
+    pub(crate) fn forget_source(&self, source: &'static str, account: &str) {
+        let labels = SourceLabels {
+            source,
+            account: account.to_owned(),
+        };
+        self.discovery_up.remove(&labels);
+        self.discovery_success.remove(&labels);
+        self.discovery_targets.remove(&labels);
     }
 
     fn bounded_code(&self, code: &str) -> String {

@@ -289,12 +289,12 @@ impl Accounts {
             p.client.clone(),
             polling,
             targets,
-            &mine,
+            mine,
             Arc::clone(&self.store),
             Arc::clone(&self.metrics),
         );
         let (stop, stopped) = shutdown::channel();
-        let signal = either(self.shutdown.clone(), stopped);
+        let signal = shutdown::either(self.shutdown.clone(), stopped);
         let grace = p.config.sas.timeout;
         let poller = {
             let scheduler = scheduler.clone();
@@ -413,17 +413,4 @@ impl Accounts {
         }
         tasks
     }
-}
-
-/// A signal that fires when either fires: the process shutting down or the account removed.
-fn either(mut a: Shutdown, mut b: Shutdown) -> Shutdown {
-    let (trigger, signal) = shutdown::channel();
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = a.wait() => {}
-            _ = b.wait() => {}
-        }
-        trigger.trigger();
-    });
-    signal
 }

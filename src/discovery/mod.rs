@@ -3,3 +3,4 @@
 //! change detection that tells the schedulers which digests to poll now.
 
 pub(crate) mod listing;
+pub(crate) mod registry;

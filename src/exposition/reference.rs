@@ -13,6 +13,8 @@ use prometheus_client::registry::Registry;
 use crate::aliyun::scan::{ScanState, ScanTask};
 use crate::build_info;
 use crate::exposition::negotiate::Format;
+use crate::exposition::render::{IMAGE_HELPS, RUNNING_HELP};
+use crate::poll::discovered::ImageFacts;
 use crate::poll::store::Snapshot;
 
 /// The per-digest label set plus metric-specific labels.
@@ -167,6 +169,61 @@ impl Collector for SnapshotCollector {
                     extra: &[],
                 })?
                 .encode_gauge(&ts)?;
+            }
+        }
+
+        type ImageValue = fn(&ImageFacts) -> Option<f64>;
+        let image_gauges: [(&str, ImageValue); 4] = [
+            ("sas_image_vulnerabilities", |i| {
+                i.vulnerabilities.map(|v| v as f64)
+            }),
+            ("sas_image_baseline_risks", |i| {
+                i.baseline_risks.map(|v| v as f64)
+            }),
+            ("sas_image_security_alerts", |i| {
+                i.security_alerts.map(|v| v as f64)
+            }),
+            ("sas_image_last_scan_timestamp_seconds", |i| {
+                ms(i.last_scan_ms)
+            }),
+        ];
+        for ((name, value), help) in image_gauges.into_iter().zip(IMAGE_HELPS) {
+            let mut m = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for t in targets {
+                let image = t.discovered.as_deref().and_then(|d| d.image.as_ref());
+                if let Some(v) = image.and_then(value) {
+                    m.encode_family(&Labels {
+                        base: &t.labels,
+                        extra: &[],
+                    })?
+                    .encode_gauge(&v)?;
+                }
+            }
+        }
+
+        let mut m = encoder.encode_descriptor(
+            "sas_image_running_containers",
+            RUNNING_HELP,
+            None,
+            MetricType::Gauge,
+        )?;
+        for t in targets {
+            let Some(d) = t.discovered.as_deref() else {
+                continue;
+            };
+            for (w, n) in &d.running {
+                let extra = [
+                    ("account", &*t.account),
+                    ("digest", &*t.digest),
+                    ("cluster", w.cluster.as_str()),
+                    ("namespace", w.namespace.as_str()),
+                    ("workload", w.workload.as_str()),
+                ];
+                m.encode_family(&Labels {
+                    base: &[],
+                    extra: &extra,
+                })?
+                .encode_gauge(&i64::from(*n))?;
             }
         }
 

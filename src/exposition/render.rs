@@ -9,6 +9,7 @@
 use crate::aliyun::scan::{ScanState, ScanTask};
 use crate::build_info;
 use crate::exposition::negotiate::Format;
+use crate::poll::discovered::ImageFacts;
 use crate::poll::store::TargetState;
 
 /// How a family's samples come out of one target.
@@ -24,6 +25,11 @@ enum Kind {
     Up,
     /// `sas_image_scan_last_success_timestamp_seconds`.
     LastSuccess,
+    /// A number from the digest's latest `sas_images` row.
+    Image(fn(&ImageFacts) -> Option<f64>),
+    /// `sas_image_running_containers`: one line per workload, labelled by account and digest
+    /// only, since it describes where the image runs, not the target.
+    Running,
 }
 
 struct FamilyDef {
@@ -95,10 +101,46 @@ const FAMILY_DEFS: [FamilyDef; FAMILIES] = [
         help: "When this digest's data was last refreshed successfully, Unix seconds (refreshed in the background, not at scrape time)",
         kind: Kind::LastSuccess,
     },
+    FamilyDef {
+        name: "sas_image_vulnerabilities",
+        help: IMAGE_HELPS[0],
+        kind: Kind::Image(|i| i.vulnerabilities.map(|v| v as f64)),
+    },
+    FamilyDef {
+        name: "sas_image_baseline_risks",
+        help: IMAGE_HELPS[1],
+        kind: Kind::Image(|i| i.baseline_risks.map(|v| v as f64)),
+    },
+    FamilyDef {
+        name: "sas_image_security_alerts",
+        help: IMAGE_HELPS[2],
+        kind: Kind::Image(|i| i.security_alerts.map(|v| v as f64)),
+    },
+    FamilyDef {
+        name: "sas_image_last_scan_timestamp_seconds",
+        help: IMAGE_HELPS[3],
+        kind: Kind::Image(|i| ms(i.last_scan_ms)),
+    },
+    FamilyDef {
+        name: "sas_image_running_containers",
+        help: RUNNING_HELP,
+        kind: Kind::Running,
+    },
 ];
 
+/// Helps of the families taken from the `sas_images` rows, shared with the reference encoder.
+pub(crate) const IMAGE_HELPS: [&str; 4] = [
+    "Vulnerabilities Security Center found in the image (VulCount of its latest sas_images row; costs no extra request)",
+    "Baseline (configuration) risks Security Center found in the image (HcCount of its latest sas_images row)",
+    "Security alerts Security Center raised for the image (AlarmCount of its latest sas_images row)",
+    "When Security Center last scanned the image, Unix seconds (LastScanTime of its latest sas_images row)",
+];
+
+/// Help of `sas_image_running_containers`, shared with the reference encoder.
+pub(crate) const RUNNING_HELP: &str = "Running containers that use the digest, per cluster, namespace and workload (from the sas_containers and kubernetes discovery sources)";
+
 /// Number of per-digest metric families.
-pub(crate) const FAMILIES: usize = 9;
+pub(crate) const FAMILIES: usize = 14;
 
 /// The `# HELP` and `# TYPE` lines of family `f`.
 pub(crate) fn header(f: usize, format: Format, out: &mut String) {
@@ -247,6 +289,34 @@ fn push_target(out: &mut String, f: usize, t: &TargetState, base: &str, format: 
         Kind::LastSuccess => {
             if let Some(ts) = t.last_success {
                 push_line(out, def.name, base, &[], Value::Float(ts), format);
+            }
+        }
+        Kind::Image(value) => {
+            let image = t.discovered.as_deref().and_then(|d| d.image.as_ref());
+            if let Some(v) = image.and_then(value) {
+                push_line(out, def.name, base, &[], Value::Float(v), format);
+            }
+        }
+        Kind::Running => {
+            let Some(d) = t.discovered.as_deref() else {
+                return;
+            };
+            for (w, n) in &d.running {
+                let labels = [
+                    ("account", &*t.account),
+                    ("digest", &*t.digest),
+                    ("cluster", w.cluster.as_str()),
+                    ("namespace", w.namespace.as_str()),
+                    ("workload", w.workload.as_str()),
+                ];
+                push_line(
+                    out,
+                    def.name,
+                    "",
+                    &labels,
+                    Value::Int(i64::from(*n)),
+                    format,
+                );
             }
         }
     }

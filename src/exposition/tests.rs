@@ -20,6 +20,7 @@ use crate::exposition::encode::Exposition;
 use crate::exposition::negotiate::Format;
 use crate::exposition::reference::encode_snapshot;
 use crate::exposition::render::{FAMILIES, trailer};
+use crate::poll::discovered::{Discovered, ImageFacts, Workload};
 use crate::poll::store::{Known, Snapshot, Store, TargetState};
 use crate::telemetry::{AccountStatus, ExporterMetrics};
 
@@ -71,10 +72,11 @@ fn state(i: usize, generation: u32) -> TargetState {
         4 => Known::Task(task(i, ScanStatus::Fail, "FAIL")),
         _ => Known::Task(task(i, ScanStatus::Success, "SUCCESS")),
     };
+    let labels_arc: Arc<[(Arc<str>, Arc<str>)]> = labels.into();
     TargetState {
         account: Arc::from(account),
         digest: d.into(),
-        labels: labels.into(),
+        labels: Arc::clone(&labels_arc),
         last_success: data
             .is_fetched()
             .then_some(1_750_000_000.25 + f64::from(generation)),
@@ -83,6 +85,32 @@ fn state(i: usize, generation: u32) -> TargetState {
         last_error: None,
         refresh: Duration::from_secs(60),
         added_at: 1_749_999_000.0,
+        configured: i % 3 != 0,
+        discovered: (i % 3 != 1).then(|| {
+            Arc::new(Discovered {
+                sources: vec!["sas_images"],
+                labels: Arc::clone(&labels_arc),
+                image: (i % 4 != 3).then(|| ImageFacts {
+                    sca_status: "SUCCESS".into(),
+                    last_scan_ms: Some(1_750_000_000_123 + i as i64),
+                    vulnerabilities: Some(i as u64 % 9),
+                    baseline_risks: (i % 2 == 0).then_some(2),
+                    security_alerts: Some(0),
+                }),
+                running: (0..i % 3)
+                    .map(|k| {
+                        let w = Workload {
+                            cluster: "ack-\"prod\"".into(),
+                            namespace: format!("ns-{k}"),
+                            workload: format!("svc-{i}\nx"),
+                        };
+                        (w, k as u32 + 1)
+                    })
+                    .collect(),
+                keep_for: Duration::from_secs(3600),
+                leaves_at: None,
+            })
+        }),
     }
 }
 

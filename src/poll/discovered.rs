@@ -2,6 +2,9 @@
 //! the status page need no extra request.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::UnixSeconds;
 
 use super::store::Labels;
 
@@ -53,7 +56,20 @@ pub struct Discovered {
     pub image: Option<ImageFacts>,
     /// Running containers per workload (sorted), from `sas_containers` and `kubernetes`.
     pub running: Vec<(Workload, u32)>,
+    /// How long the digest keeps its series once no source lists it: the largest `keep_for`
+    /// among the sources that listed it.
+    pub keep_for: Duration,
+    /// While it lingers: when it leaves (Unix seconds). `None` while a source lists it.
+    pub leaves_at: Option<UnixSeconds>,
 }
 
 /// Shared between every version of a target's state until discovery changes it.
 pub type SharedDiscovered = Arc<Discovered>;
+
+/// Maps a saved or configured source name back to the one static name.
+pub fn source_name(name: &str) -> Option<&'static str> {
+    SOURCE_NAMES.iter().copied().find(|n| *n == name)
+}
+
+/// Every `source` label value.
+pub const SOURCE_NAMES: [&str; 3] = ["sas_images", "sas_containers", "kubernetes"];

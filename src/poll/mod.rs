@@ -4,6 +4,8 @@
 
 pub(crate) mod discovered;
 pub(crate) mod limiter;
+pub(crate) mod membership;
+pub(crate) mod request;
 pub(crate) mod scheduler;
 pub(crate) mod state_file;
 pub(crate) mod store;

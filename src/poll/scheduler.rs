@@ -1,10 +1,13 @@
 //! Background polling: per-digest due times, one rate limit and one concurrency limit over every
-//! request (retries included), retries with backoff, and adaptive slow-down under throttling.
+//! request of the account (retries and discovery listings included), retries with backoff, and
+//! adaptive slow-down under throttling.
 //!
 //! Results land in the scheduler's map and are published as snapshots; scrapes never call the API
-//! and polling never waits for a scrape.
+//! and polling never waits for a scrape. Which digests the map holds is `membership`'s concern;
+//! how one request is made, `request`'s.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
@@ -16,20 +19,17 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::aliyun::client::{ACTION, ApiError, ErrorClass, SasClient};
+use crate::aliyun::client::{ACTION, ApiError, SasClient};
 use crate::aliyun::scan::{ScanResult, ScanState, ScanStatus};
-use crate::backoff::{Backoff, jittered};
+use crate::backoff::jittered;
 use crate::config::{PollingConfig, Target};
+use crate::poll::discovered::SharedDiscovered;
 use crate::poll::limiter::RateLimiter;
+use crate::poll::request::RETRY_BACKOFF;
 use crate::poll::store::{Interner, Known, Store, TargetState, unix_now};
 use crate::shutdown::Shutdown;
-use crate::telemetry::ExporterMetrics;
+use crate::telemetry::{ExporterMetrics, Trigger};
 
-/// Retries of retryable API errors: full jitter from 1 s, doubling up to 60 s.
-pub(crate) const RETRY_BACKOFF: Backoff =
-    Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
-/// The longest `x-acs-retry-after` that is honoured.
-const RETRY_AFTER_CAP: Duration = Duration::from_secs(60);
 /// After a credentials failure with no backoff to wait for, the digest is tried again this soon;
 /// the provider's single flight and backoff keep the source itself from being hammered.
 const CREDENTIALS_RETRY: Duration = Duration::from_secs(1);
@@ -41,35 +41,68 @@ pub const PUBLISH_EVERY: Duration = Duration::from_millis(50);
 /// A due entry: when, then how stale (never polled first, then the oldest success), then the
 /// digest. Digests due at one moment are polled stalest first, so restarts do not keep favouring
 /// the same subset.
-type Due = (Instant, Staleness, Arc<str>);
+pub(crate) type Due = (Instant, Staleness, Arc<str>);
 
 /// Orders by the last success: `0` for never polled, else its time in milliseconds.
-type Staleness = u64;
+pub(crate) type Staleness = u64;
 
-fn staleness(state: &TargetState) -> Staleness {
+pub(crate) fn staleness(state: &TargetState) -> Staleness {
     state
         .last_success
         .map_or(0, |t| (t.max(0.0) * 1000.0) as u64 + 1)
 }
 
-struct Inner {
-    /// Keyed by the state's own digest, which the due set and the failure counts share too.
-    targets: BTreeMap<Arc<str>, Arc<TargetState>>,
-    due: BTreeSet<Due>,
+pub(crate) struct Inner {
+    /// Keyed by the state's own digest, which the due set and the other maps share too.
+    pub(crate) targets: BTreeMap<Arc<str>, Arc<TargetState>>,
+    pub(crate) due: BTreeSet<Due>,
+    /// Each scheduled digest's entry in `due` and why it is due; a digest being polled has none.
+    pub(crate) scheduled: HashMap<Arc<str>, (Due, Trigger)>,
     /// Consecutive failed polls per digest, for the failure backoff.
-    failures: HashMap<Arc<str>, u32>,
+    pub(crate) failures: HashMap<Arc<str>, u32>,
+    /// Digests whose row changed while they were being polled: due again once that poll ends.
+    pub(crate) recheck: HashSet<Arc<str>>,
+    /// Saved states (from the state file) that no target names yet: discovery may name them
+    /// when it first publishes, then the rest is dropped.
+    pub(crate) restored: HashMap<String, TargetState>,
     last_credentials_error: Option<String>,
     unknown_statuses: HashSet<String>,
 }
 
-struct Shared {
+impl Inner {
+    /// Puts `digest` on the schedule at `at` for `why`, replacing an earlier entry.
+    pub(crate) fn schedule(&mut self, digest: &Arc<str>, at: Instant, why: Trigger) {
+        self.unschedule(digest);
+        let stale = self.targets.get(digest).map_or(0, |s| staleness(s));
+        let entry = (at, stale, Arc::clone(digest));
+        self.due.insert(entry.clone());
+        self.scheduled.insert(Arc::clone(digest), (entry, why));
+    }
+
+    /// Takes `digest` off the schedule; why it was due, if it was.
+    pub(crate) fn unschedule(&mut self, digest: &str) -> Option<Trigger> {
+        let (entry, why) = self.scheduled.remove(digest)?;
+        self.due.remove(&entry);
+        Some(why)
+    }
+
+    /// Drops everything known about `digest`.
+    pub(crate) fn forget(&mut self, digest: &str) {
+        self.unschedule(digest);
+        self.targets.remove(digest);
+        self.failures.remove(digest);
+        self.recheck.remove(digest);
+    }
+}
+
+pub(crate) struct Shared {
     /// The account this scheduler polls for; its targets form one part of the snapshot.
-    account: Arc<str>,
+    pub(crate) account: Arc<str>,
     /// Set once the account left the configuration: nothing it still finishes is published.
     retired: AtomicBool,
     client: ArcSwap<SasClient>,
     polling: ArcSwap<PollingConfig>,
-    limiter: RateLimiter,
+    pub(crate) limiter: RateLimiter,
     permits: Arc<Semaphore>,
     concurrency: Mutex<usize>,
     metrics: Arc<ExporterMetrics>,
@@ -84,13 +117,13 @@ impl Shared {
         self.inner.lock()
     }
 
-    fn polling(&self) -> Arc<PollingConfig> {
+    pub(crate) fn polling(&self) -> Arc<PollingConfig> {
         self.polling.load_full()
     }
 
     /// A place for one request: a concurrency permit, then a token of the bucket. `None` once
     /// shutdown is triggered (or the permits are closed).
-    async fn slot(&self, shutdown: &mut Shutdown) -> Option<OwnedSemaphorePermit> {
+    pub(crate) async fn slot(&self, shutdown: &mut Shutdown) -> Option<OwnedSemaphorePermit> {
         let permit = tokio::select! {
             p = Arc::clone(&self.permits).acquire_owned() => p.ok()?,
             _ = shutdown.wait() => return None,
@@ -103,18 +136,18 @@ impl Shared {
 
     /// Counts one request that reached the API (and its error code), unless the account left
     /// the configuration: its series are gone and must not come back.
-    fn observe(&self, took: Duration, error: Option<&str>) {
+    pub(crate) fn observe(&self, action: &str, took: Duration, error: Option<&str>) {
         if self.retired.load(Relaxed) {
             return;
         }
         self.metrics
-            .observe_request(&self.account, ACTION, took.as_secs_f64());
+            .observe_request(&self.account, action, took.as_secs_f64());
         if let Some(code) = error {
-            self.metrics.observe_error(&self.account, ACTION, code);
+            self.metrics.observe_error(&self.account, action, code);
         }
     }
 
-    fn client(&self) -> Arc<SasClient> {
+    pub(crate) fn client(&self) -> Arc<SasClient> {
         self.client.load_full()
     }
 
@@ -146,27 +179,37 @@ impl Scheduler {
     /// and concurrency limit (`polling` carries the account's rate and concurrency), so one
     /// account's throttling or broken credentials never slow another's. Digests found in
     /// `restored` (the state file) start with their saved data and are due when their refresh
-    /// interval since the saved fetch has passed; all others are due at once. Publishes the
-    /// account's first part of the snapshot.
+    /// interval since the saved fetch has passed; all others are due at once. Saved digests no
+    /// target names wait for [`Scheduler::discover`]. Publishes the account's first part.
     pub fn new(
         account: Arc<str>,
         client: SasClient,
         polling: PollingConfig,
         targets: &[&Target],
-        restored: &HashMap<String, TargetState>,
+        mut restored: HashMap<String, TargetState>,
         store: Arc<Store>,
         metrics: Arc<ExporterMetrics>,
     ) -> Self {
         let now = Instant::now();
-        let mut map = BTreeMap::new();
-        let mut due = BTreeSet::new();
+        let mut inner = Inner {
+            targets: BTreeMap::new(),
+            due: BTreeSet::new(),
+            scheduled: HashMap::new(),
+            failures: HashMap::new(),
+            recheck: HashSet::new(),
+            restored: HashMap::new(),
+            last_credentials_error: None,
+            unknown_statuses: HashSet::new(),
+        };
         let mut interner = Interner::default();
         for t in targets {
-            let restored = restored.get(&t.digest);
-            let (state, at) = initial_state(t, restored, &polling, now, &mut interner);
-            due.insert((at, staleness(&state), Arc::clone(&state.digest)));
-            map.insert(Arc::clone(&state.digest), Arc::new(state));
+            let fresh = TargetState::new_shared(t, polling.interval, &mut interner);
+            let (state, at, why) = initial_state(fresh, restored.remove(&t.digest), &polling, now);
+            let key = Arc::clone(&state.digest);
+            inner.targets.insert(Arc::clone(&key), Arc::new(state));
+            inner.schedule(&key, at, why);
         }
+        inner.restored = restored;
         let shared = Arc::new(Shared {
             account,
             retired: AtomicBool::new(false),
@@ -177,18 +220,17 @@ impl Scheduler {
             polling: ArcSwap::from_pointee(polling),
             metrics,
             store,
-            inner: Mutex::new(Inner {
-                targets: map,
-                due,
-                failures: HashMap::new(),
-                last_credentials_error: None,
-                unknown_statuses: HashSet::new(),
-            }),
+            inner: Mutex::new(inner),
             wake: Notify::new(),
             dirty: Notify::new(),
         });
         shared.publish();
         Scheduler { shared }
+    }
+
+    /// True when both handles drive the same scheduler.
+    pub fn same(&self, other: &Scheduler) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
     }
 
     /// The account left the configuration: its targets leave the snapshot at once, and polls
@@ -205,8 +247,9 @@ impl Scheduler {
     }
 
     /// Applies a reloaded configuration: removed digests disappear from the next snapshot at
-    /// once, added ones are due at once, unchanged ones keep their data and schedule (labels may
-    /// change). Client, rate, concurrency and intervals take effect for the next request.
+    /// once (unless discovery still names them), added ones are due at once, unchanged ones
+    /// keep their data and schedule (labels may change). Client, rate, concurrency and
+    /// intervals take effect for the next request.
     pub fn reconfigure(&self, client: SasClient, polling: PollingConfig, targets: &[&Target]) {
         let shared = &self.shared;
         shared.client.store(Arc::new(client));
@@ -228,45 +271,50 @@ impl Scheduler {
             *current = polling.concurrency;
         }
         shared.polling.store(Arc::new(polling.clone()));
-
         let now = Instant::now();
         let mut inner = shared.lock();
-        let wanted: HashMap<&str, &Target> =
-            targets.iter().map(|t| (t.digest.as_str(), *t)).collect();
-        let removed: HashSet<Arc<str>> = inner
-            .targets
-            .keys()
-            .filter(|d| !wanted.contains_key(&***d))
-            .cloned()
-            .collect();
-        if !removed.is_empty() {
-            inner.targets.retain(|d, _| !removed.contains(d));
-            inner.due.retain(|(_, _, d)| !removed.contains(d));
-            inner.failures.retain(|d, _| !removed.contains(d));
-        }
-        let mut interner = Interner::default();
-        for t in targets {
-            match inner.targets.get(t.digest.as_str()) {
-                Some(existing) if existing.labels_match(t) => {}
-                Some(existing) => {
-                    let fresh = TargetState::new_shared(t, existing.refresh, &mut interner);
-                    let mut state = TargetState::clone(existing);
-                    state.labels = fresh.labels;
-                    let key = Arc::clone(&state.digest);
-                    inner.targets.insert(key, Arc::new(state));
-                }
-                None => {
-                    let state = TargetState::new_shared(t, polling.interval, &mut interner);
-                    let key = Arc::clone(&state.digest);
-                    inner.due.insert((now, 0, Arc::clone(&key)));
-                    inner.targets.insert(key, Arc::new(state));
-                }
-            }
-        }
+        inner.set_configured(targets, &polling, now);
         pull_in_due_times(&mut inner, &polling, now);
         drop(inner);
         shared.publish();
         shared.wake.notify_one();
+    }
+
+    /// Applies the account's discovered set (every digest its sources name or that lingers,
+    /// with what they know): digests it adds are due at once (or as their saved state says),
+    /// those in `changed` are due at once too, and discovered digests it no longer holds go
+    /// (configured ones stay). The first call also drops saved states no target named.
+    pub fn discover(&self, found: Vec<(Arc<str>, SharedDiscovered)>, changed: &HashSet<String>) {
+        let polling = self.shared.polling();
+        let mut inner = self.shared.lock();
+        inner.set_discovered(
+            &self.shared.account,
+            found,
+            changed,
+            &polling,
+            Instant::now(),
+        );
+        inner.restored = HashMap::new();
+        drop(inner);
+        self.shared.publish();
+        self.shared.wake.notify_one();
+    }
+
+    /// One request of this account that is not a digest's poll (a discovery listing page): it
+    /// shares the account's concurrency limit and token bucket, retries and slow-down, and is
+    /// counted under `action`. `None` once shutdown fires.
+    pub async fn request<T, F, Fut>(
+        &self,
+        action: &'static str,
+        what: &str,
+        shutdown: &mut Shutdown,
+        f: F,
+    ) -> Option<Result<T, ApiError>>
+    where
+        F: FnMut(Arc<SasClient>) -> Fut,
+        Fut: Future<Output = Result<T, ApiError>>,
+    {
+        self.shared.call(action, what, None, shutdown, f).await
     }
 
     /// Polls until `shutdown` fires, then lets in-flight requests finish (at most `grace`) and
@@ -283,7 +331,7 @@ impl Scheduler {
                 }
             }
             let next = self.shared.lock().due.first().cloned();
-            let (at, stale, digest) = match next {
+            let (at, _, digest) = match next {
                 None => {
                     tokio::select! {
                         _ = self.shared.wake.notified() => continue,
@@ -300,12 +348,17 @@ impl Scheduler {
                 }
                 continue;
             }
-            if !self.shared.lock().due.remove(&(at, stale, digest.clone())) {
+            let Some(why) = self.shared.lock().unschedule(&digest) else {
                 continue;
-            }
+            };
             let Some(permit) = self.shared.slot(&mut shutdown).await else {
                 break;
             };
+            if !self.shared.retired.load(Relaxed) {
+                self.shared
+                    .metrics
+                    .refresh_triggered(&self.shared.account, why);
+            }
             polls.spawn(poll_digest(
                 Arc::clone(&self.shared),
                 digest,
@@ -353,63 +406,15 @@ async fn poll_digest(
         digest: Arc::clone(&digest),
         armed: true,
     };
-    let mut permit = Some(permit);
-    let mut retries = 0u32;
-    let mut nonce_retry_used = false;
-    let outcome = loop {
-        let held = match permit.take() {
-            Some(p) => p,
-            None => match shared.slot(&mut shutdown).await {
-                Some(p) => p,
-                None => return,
-            },
-        };
-        let started = Instant::now();
-        let client = shared.client();
-        let result = client.describe_image_latest_scan_task(&digest).await;
-        drop(held);
-        let err = match result {
-            Ok(r) => {
-                shared.observe(started.elapsed(), None);
-                shared.limiter.succeeded();
-                break Ok(r);
-            }
-            Err(e) => e,
-        };
-        if let Some(code) = err.metric_code() {
-            shared.observe(started.elapsed(), Some(code));
-        }
-        let wait = match err.class() {
-            ErrorClass::Fatal => break Err(err),
-            ErrorClass::NonceReused if !nonce_retry_used => {
-                nonce_retry_used = true;
-                Duration::ZERO
-            }
-            ErrorClass::NonceReused => break Err(err),
-            ErrorClass::Throttled | ErrorClass::Retryable
-                if retries < shared.polling().max_retries =>
-            {
-                if err.class() == ErrorClass::Throttled {
-                    shared.limiter.throttled();
-                }
-                // A server may ask for any wait; more than the backoff cap would park the digest.
-                let asked = err.retry_after().unwrap_or_default().min(RETRY_AFTER_CAP);
-                let wait = RETRY_BACKOFF.full_jitter(retries).max(asked);
-                retries += 1;
-                wait
-            }
-            ErrorClass::Throttled | ErrorClass::Retryable => {
-                if err.class() == ErrorClass::Throttled {
-                    shared.limiter.throttled();
-                }
-                break Err(err);
-            }
-        };
-        tracing::debug!(%digest, error = %err, retry_in = ?wait, "retrying");
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.wait() => return,
-        }
+    let outcome = shared
+        .call(ACTION, &digest, Some(permit), &mut shutdown, |client| {
+            let digest = Arc::clone(&digest);
+            async move { client.describe_image_latest_scan_task(&digest).await }
+        })
+        .await;
+    let Some(outcome) = outcome else {
+        // Shutdown: the guard puts the digest back for the final state.
+        return;
     };
     guard.armed = false;
     record(&shared, &digest, outcome);
@@ -430,13 +435,9 @@ impl Drop for PollGuard {
         }
         let interval = self.shared.polling().interval;
         let mut inner = self.shared.lock();
-        if let Some(state) = inner.targets.get(&self.digest) {
-            let stale = staleness(state);
-            inner.due.insert((
-                Instant::now() + jittered(interval),
-                stale,
-                Arc::clone(&self.digest),
-            ));
+        if inner.targets.contains_key(&self.digest) {
+            let at = Instant::now() + jittered(interval);
+            inner.schedule(&Arc::clone(&self.digest), at, Trigger::Retry);
         }
         drop(inner);
         self.shared.wake.notify_one();
@@ -444,38 +445,50 @@ impl Drop for PollGuard {
 }
 
 /// The refresh period that applies to a digest in this state.
-fn refresh_interval(state: &TargetState, polling: &PollingConfig) -> Duration {
-    if state.data.task().is_some_and(|t| t.status.is_active()) {
+pub(crate) fn refresh_interval(state: &TargetState, polling: &PollingConfig) -> Duration {
+    if is_active(state) {
         polling.active_interval
     } else {
         polling.interval
     }
 }
 
-/// A target's first state and due time: restored from the state file when possible.
-fn initial_state(
-    target: &Target,
-    restored: Option<&TargetState>,
+fn is_active(state: &TargetState) -> bool {
+    state.data.task().is_some_and(|t| t.status.is_active())
+}
+
+/// A target's first state, due time and reason: `fresh` with the saved data of `restored`
+/// when there is some (due once the saved fetch is one refresh interval old), else due now.
+pub(crate) fn initial_state(
+    fresh: TargetState,
+    restored: Option<TargetState>,
     polling: &PollingConfig,
     now: Instant,
-    interner: &mut Interner,
-) -> (TargetState, Instant) {
-    let mut state = TargetState::new_shared(target, polling.interval, interner);
+) -> (TargetState, Instant, Trigger) {
+    let mut state = fresh;
     let Some(saved) = restored else {
-        return (state, now);
+        return (state, now, Trigger::New);
     };
-    state.data = saved.data.clone();
+    state.data = saved.data;
     state.last_success = saved.last_success;
     state.up = saved.up;
-    state.last_error = saved.last_error.clone();
+    state.last_error = saved.last_error;
     state.refresh = refresh_interval(&state, polling);
+    if state.last_success.is_none() {
+        return (state, now, Trigger::New);
+    }
     // Due when the saved fetch is one refresh interval old; the clock kept running while down.
     let age = saved
         .last_success
         .map_or(f64::INFINITY, |t| (unix_now() - t).max(0.0));
     let refresh = state.refresh.as_secs_f64();
     let wait = (refresh - age).clamp(0.0, refresh);
-    (state, now + Duration::from_secs_f64(wait))
+    let why = if is_active(&state) {
+        Trigger::Active
+    } else {
+        Trigger::Interval
+    };
+    (state, now + Duration::from_secs_f64(wait), why)
 }
 
 /// When a digest whose retries ran out is polled again: after the larger of `active_interval`
@@ -488,33 +501,27 @@ fn failed_poll_wait(failures: u32, polling: &PollingConfig) -> Duration {
 /// After a reload that shortened the intervals, no digest waits longer than its new refresh
 /// interval (or, for a failing digest, its failure wait) from now.
 fn pull_in_due_times(inner: &mut Inner, polling: &PollingConfig, now: Instant) {
-    let late: Vec<Due> = inner
-        .due
+    let late: Vec<(Arc<str>, Trigger, Duration)> = inner
+        .scheduled
         .iter()
-        .filter(|(at, _, digest)| {
-            inner.targets.get(digest).is_some_and(|state| {
-                let limit = match inner.failures.get(digest) {
-                    Some(&n) => failed_poll_wait(n, polling),
-                    None => refresh_interval(state, polling),
-                };
-                *at > now + limit
-            })
+        .filter_map(|(digest, ((at, _, _), why))| {
+            let state = inner.targets.get(digest)?;
+            let (limit, wait) = match inner.failures.get(digest) {
+                Some(&n) => {
+                    let w = failed_poll_wait(n, polling);
+                    (w, w)
+                }
+                // Spread over the new interval, so a big reload does not poll everything at once.
+                None => {
+                    let r = refresh_interval(state, polling);
+                    (r, r.mul_f64(fastrand::f64()))
+                }
+            };
+            (*at > now + limit).then(|| (Arc::clone(digest), *why, wait))
         })
-        .cloned()
         .collect();
-    for entry in late {
-        inner.due.remove(&entry);
-        let (_, stale, digest) = entry;
-        let refresh = match inner.targets.get(&digest) {
-            Some(state) => refresh_interval(state, polling),
-            None => continue,
-        };
-        let wait = match inner.failures.get(&digest) {
-            Some(&n) => failed_poll_wait(n, polling),
-            // Spread over the new interval, so a big reload does not poll everything at once.
-            None => refresh.mul_f64(fastrand::f64()),
-        };
-        inner.due.insert((now + wait, stale, digest));
+    for (digest, why, wait) in late {
+        inner.schedule(&digest, now + wait, why);
     }
 }
 
@@ -586,21 +593,29 @@ fn record(shared: &Shared, digest: &str, outcome: Result<ScanResult, ApiError>) 
     }
     let polling = shared.polling();
     state.refresh = refresh_interval(&state, &polling);
-    let wait = if credentials_failed {
-        credentials_wait(shared).min(state.refresh)
+    let (wait, why) = if credentials_failed {
+        (credentials_wait(shared).min(state.refresh), Trigger::Retry)
     } else if failed {
         let failures = inner.failures.entry(Arc::clone(&key)).or_insert(0);
         *failures = failures.saturating_add(1);
-        failed_poll_wait(*failures, &polling)
+        (failed_poll_wait(*failures, &polling), Trigger::Retry)
     } else {
         inner.failures.remove(digest);
-        jittered(state.refresh)
+        let why = if is_active(&state) {
+            Trigger::Active
+        } else {
+            Trigger::Interval
+        };
+        (jittered(state.refresh), why)
     };
-    let next = Instant::now() + wait;
-    inner
-        .due
-        .insert((next, staleness(&state), Arc::clone(&key)));
-    inner.targets.insert(key, Arc::new(state));
+    let (wait, why) = if inner.recheck.remove(digest) && !failed {
+        // The row changed while this poll was on its way: what it read may predate the change.
+        (Duration::ZERO, Trigger::Changed)
+    } else {
+        (wait, why)
+    };
+    inner.targets.insert(Arc::clone(&key), Arc::new(state));
+    inner.schedule(&key, Instant::now() + wait, why);
     drop(inner);
     shared.wake.notify_one();
     shared.dirty.notify_one();
@@ -665,7 +680,7 @@ mod tests {
             client,
             polling,
             &targets.iter().collect::<Vec<_>>(),
-            &restored,
+            restored,
             Arc::new(Store::default()),
             Arc::new(ExporterMetrics::default()),
         );

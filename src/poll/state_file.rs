@@ -4,15 +4,17 @@
 //! Writes go to a temporary file in the same directory, are synced, and are renamed over the old
 //! file, so a crash at any moment leaves either the old or the new file, never a torn one.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::aliyun::scan::ScanTask;
 use crate::config::DEFAULT_ACCOUNT;
+use crate::poll::discovered::{Discovered, ImageFacts, Workload, source_name};
 use crate::poll::store::{Known, Snapshot, TargetState, unix_now};
 
 /// Identifies our files, so a foreign JSON file is not mistaken for one.
@@ -42,6 +44,110 @@ struct Saved {
     last_success: Option<f64>,
     up: Option<bool>,
     last_error: Option<String>,
+    /// What discovery knew of the digest, so a restart has the discovered targets at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    discovered: Option<SavedDiscovery>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SavedDiscovery {
+    sources: Vec<String>,
+    /// The labels the sources give, without `account` and `digest`.
+    labels: BTreeMap<String, String>,
+    image: Option<SavedImage>,
+    #[serde(default)]
+    running: Vec<SavedRunning>,
+    keep_for_seconds: f64,
+    leaves_at: Option<f64>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SavedImage {
+    sca_status: String,
+    last_scan_ms: Option<i64>,
+    vulnerabilities: Option<u64>,
+    baseline_risks: Option<u64>,
+    security_alerts: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SavedRunning {
+    cluster: String,
+    namespace: String,
+    workload: String,
+    containers: u32,
+}
+
+impl SavedDiscovery {
+    fn of(d: &Discovered) -> Self {
+        SavedDiscovery {
+            sources: d.sources.iter().map(|s| (*s).to_owned()).collect(),
+            labels: d
+                .labels
+                .iter()
+                .skip(2)
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            image: d.image.as_ref().map(|i| SavedImage {
+                sca_status: i.sca_status.clone(),
+                last_scan_ms: i.last_scan_ms,
+                vulnerabilities: i.vulnerabilities,
+                baseline_risks: i.baseline_risks,
+                security_alerts: i.security_alerts,
+            }),
+            running: d
+                .running
+                .iter()
+                .map(|(w, n)| SavedRunning {
+                    cluster: w.cluster.clone(),
+                    namespace: w.namespace.clone(),
+                    workload: w.workload.clone(),
+                    containers: *n,
+                })
+                .collect(),
+            keep_for_seconds: d.keep_for.as_secs_f64(),
+            leaves_at: d.leaves_at,
+        }
+    }
+
+    /// Back into the shared form; labels are rebuilt in the order every label set has.
+    fn restore(self, account: &Arc<str>, digest: &Arc<str>) -> Discovered {
+        let mut labels: Vec<(Arc<str>, Arc<str>)> = vec![
+            (Arc::from("account"), Arc::clone(account)),
+            (Arc::from("digest"), Arc::clone(digest)),
+        ];
+        labels.extend(
+            self.labels
+                .into_iter()
+                .filter(|(k, _)| k != "account" && k != "digest")
+                .map(|(k, v)| (Arc::from(k.as_str()), Arc::from(v.as_str()))),
+        );
+        Discovered {
+            sources: self.sources.iter().filter_map(|s| source_name(s)).collect(),
+            labels: labels.into(),
+            image: self.image.map(|i| ImageFacts {
+                sca_status: i.sca_status,
+                last_scan_ms: i.last_scan_ms,
+                vulnerabilities: i.vulnerabilities,
+                baseline_risks: i.baseline_risks,
+                security_alerts: i.security_alerts,
+            }),
+            running: self
+                .running
+                .into_iter()
+                .map(|r| {
+                    let w = Workload {
+                        cluster: r.cluster,
+                        namespace: r.namespace,
+                        workload: r.workload,
+                    };
+                    (w, r.containers)
+                })
+                .collect(),
+            keep_for: Duration::try_from_secs_f64(self.keep_for_seconds).unwrap_or_default(),
+            leaves_at: self.leaves_at,
+        }
+    }
 }
 
 /// Why a state file was not used.
@@ -86,7 +192,7 @@ pub fn write(path: &Path, snapshot: &Snapshot) -> Result<(), StateError> {
         targets: snapshot
             .targets
             .iter()
-            .filter(|t| t.polled())
+            .filter(|t| t.polled() || t.discovered.is_some())
             .map(|t| Saved {
                 account: t.account.to_string(),
                 digest: t.digest.to_string(),
@@ -95,6 +201,7 @@ pub fn write(path: &Path, snapshot: &Snapshot) -> Result<(), StateError> {
                 last_success: t.last_success,
                 up: t.up,
                 last_error: t.last_error.clone(),
+                discovered: t.discovered.as_deref().map(SavedDiscovery::of),
             })
             .collect(),
     };
@@ -140,7 +247,7 @@ pub fn set_aside(path: &Path, version: u32) -> Result<PathBuf, StateError> {
 }
 
 /// Reads a state file into states by (account, digest); labels are left empty, since the config
-/// owns them. A missing file is `Ok` and empty.
+/// owns them, unless discovery named the digest: then they are the discovered ones. A missing file is `Ok` and empty.
 pub fn read(path: &Path) -> Result<HashMap<(String, String), TargetState>, StateError> {
     let invalid = |message: String| StateError::Invalid {
         path: path.to_owned(),
@@ -200,10 +307,15 @@ pub fn read(path: &Path) -> Result<HashMap<(String, String), TargetState>, State
         .targets
         .into_iter()
         .map(|s| {
+            let account: Arc<str> = Arc::from(s.account.as_str());
+            let digest: Arc<str> = Arc::from(s.digest.as_str());
+            let discovered = s.discovered.map(|d| Arc::new(d.restore(&account, &digest)));
             let state = TargetState {
-                account: Arc::from(s.account.as_str()),
-                digest: Arc::from(s.digest.as_str()),
-                labels: Arc::from([]),
+                labels: discovered
+                    .as_ref()
+                    .map_or_else(|| Arc::from([]), |d| Arc::clone(&d.labels)),
+                account,
+                digest,
                 data: if s.fetched {
                     Known::from_answer(s.task)
                 } else {
@@ -212,8 +324,10 @@ pub fn read(path: &Path) -> Result<HashMap<(String, String), TargetState>, State
                 last_success: s.last_success,
                 up: s.up,
                 last_error: s.last_error,
-                refresh: std::time::Duration::ZERO,
+                refresh: Duration::ZERO,
                 added_at: unix_now(),
+                configured: false,
+                discovered,
             };
             ((s.account, s.digest), state)
         })
@@ -229,7 +343,6 @@ mod tests {
     use super::*;
     use crate::aliyun::scan::ScanStatus;
     use crate::config::{Location, Target};
-    use std::collections::BTreeMap;
 
     fn temp(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("sas-state-{}", uuid::Uuid::new_v4()));

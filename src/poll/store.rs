@@ -13,6 +13,7 @@ use parking_lot::Mutex;
 
 use crate::aliyun::scan::{ScanState, ScanTask};
 use crate::config::Target;
+use crate::poll::discovered::SharedDiscovered;
 
 pub use crate::clock::{UnixSeconds, unix_now};
 
@@ -98,6 +99,10 @@ pub struct TargetState {
     pub refresh: Duration,
     /// When the exporter started watching this digest (overdue clock for never-fetched ones).
     pub added_at: UnixSeconds,
+    /// True when `targets` or a target file configures the digest: its labels win.
+    pub configured: bool,
+    /// What discovery knows about the digest, when a source lists it (or it lingers).
+    pub discovered: Option<SharedDiscovered>,
 }
 
 impl TargetState {
@@ -129,6 +134,30 @@ impl TargetState {
             last_error: None,
             refresh,
             added_at: unix_now(),
+            configured: true,
+            discovered: None,
+        }
+    }
+
+    /// A target only discovery names, with the label set its sources give it.
+    pub fn discovered(
+        account: Arc<str>,
+        digest: Arc<str>,
+        discovered: SharedDiscovered,
+        refresh: Duration,
+    ) -> Self {
+        TargetState {
+            account,
+            digest,
+            labels: Arc::clone(&discovered.labels),
+            data: Known::NotPolled,
+            last_success: None,
+            up: None,
+            last_error: None,
+            refresh,
+            added_at: unix_now(),
+            configured: false,
+            discovered: Some(discovered),
         }
     }
 

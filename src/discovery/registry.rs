@@ -1,0 +1,347 @@
+//! The registry: every source's last complete listing, merged per account into the discovered
+//! set each scheduler holds, with `keep_for` for digests no source lists any more and change
+//! detection from one `sas_images` listing to the next.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::{UnixSeconds, unix_now};
+use crate::config::DiscoveryConfig;
+use crate::discovery::listing::{ImageFacts, Listing, SourceKey, SourceOutcome, Workload};
+use crate::poll::discovered::{Discovered, SharedDiscovered};
+use crate::poll::scheduler::Scheduler;
+use crate::poll::store::{Interner, TargetState};
+use crate::targets::Shard;
+use crate::telemetry::{ExporterMetrics, SourceHealth};
+
+/// One configured source and what it last reported.
+struct SourceState {
+    config: DiscoveryConfig,
+    /// The last complete listing; `None` until the first.
+    listing: Option<Arc<Listing>>,
+    health: SourceHealth,
+    /// The last failure logged, so a source that keeps failing the same way logs once.
+    last_error: Option<String>,
+}
+
+/// One account's discovered set as last handed to its scheduler.
+type Published = BTreeMap<Arc<str>, SharedDiscovered>;
+
+/// Every source's state and every account's published set.
+pub(crate) struct Registry {
+    sources: BTreeMap<SourceKey, SourceState>,
+    published: HashMap<Arc<str>, Published>,
+    schedulers: BTreeMap<Arc<str>, Scheduler>,
+    shard: Shard,
+    metrics: Arc<ExporterMetrics>,
+}
+
+impl Registry {
+    /// A registry that starts from what the state file knew of discovered digests, so the
+    /// first listing after a restart only triggers polls for rows that really changed.
+    pub(crate) fn new(
+        restored: &HashMap<(String, String), TargetState>,
+        shard: Shard,
+        metrics: Arc<ExporterMetrics>,
+    ) -> Self {
+        let now = unix_now();
+        let mut published: HashMap<Arc<str>, Published> = HashMap::new();
+        for state in restored.values() {
+            let Some(d) = &state.discovered else { continue };
+            if !shard.owns(&state.digest) {
+                continue;
+            }
+            // What the sources said before the restart lingers until they say it again.
+            let lingering = Discovered {
+                leaves_at: Some(d.leaves_at.unwrap_or(now + d.keep_for.as_secs_f64())),
+                ..Discovered::clone(d)
+            };
+            published
+                .entry(Arc::clone(&state.account))
+                .or_default()
+                .insert(Arc::clone(&state.digest), Arc::new(lingering));
+        }
+        Registry {
+            sources: BTreeMap::new(),
+            published,
+            schedulers: BTreeMap::new(),
+            shard,
+            metrics,
+        }
+    }
+
+    /// The running accounts' schedulers; accounts that left take their discovered sets along.
+    pub(crate) fn set_schedulers(&mut self, schedulers: BTreeMap<Arc<str>, Scheduler>) {
+        self.published.retain(|a, _| schedulers.contains_key(a));
+        self.schedulers = schedulers;
+    }
+
+    /// Every account with a running scheduler.
+    pub(crate) fn accounts(&self) -> Vec<Arc<str>> {
+        self.schedulers.keys().cloned().collect()
+    }
+
+    /// The scheduler of `account`, if it runs.
+    pub(crate) fn scheduler(&self, account: &str) -> Option<&Scheduler> {
+        self.schedulers.get(account)
+    }
+
+    /// The configured sources by key.
+    pub(crate) fn configs(&self) -> impl Iterator<Item = (SourceKey, &DiscoveryConfig)> {
+        self.sources.iter().map(|(k, s)| (*k, &s.config))
+    }
+
+    /// A new source, with nothing listed yet.
+    pub(crate) fn add(&mut self, key: SourceKey, config: DiscoveryConfig) {
+        self.metrics.discovery_health(
+            config.source_name(),
+            &config.account,
+            SourceHealth::default(),
+        );
+        let state = SourceState {
+            config,
+            listing: None,
+            health: SourceHealth::default(),
+            last_error: None,
+        };
+        self.sources.insert(key, state);
+    }
+
+    /// A source's labels or `keep_for` changed; what it listed stays.
+    pub(crate) fn update(&mut self, key: SourceKey, config: DiscoveryConfig) {
+        if let Some(s) = self.sources.get_mut(&key) {
+            s.config = config;
+        }
+    }
+
+    /// A source left the configuration: its digests linger for their `keep_for`.
+    pub(crate) fn remove(&mut self, key: SourceKey) {
+        if let Some(s) = self.sources.remove(&key) {
+            let name = s.config.source_name();
+            let still = self
+                .sources
+                .values()
+                .any(|o| o.config.source_name() == name && o.config.account == s.config.account);
+            if !still {
+                self.metrics.forget_source(name, &s.config.account);
+            }
+        }
+    }
+
+    /// Records a source's outcome; returns its account when the account's set must be
+    /// published again.
+    pub(crate) fn report(&mut self, key: SourceKey, outcome: SourceOutcome) -> Option<String> {
+        let now = unix_now();
+        let source = self.sources.get_mut(&key)?;
+        let name = source.config.source_name();
+        let account = source.config.account.clone();
+        let publish = match outcome {
+            SourceOutcome::Complete(listing) => {
+                if source.last_error.take().is_some() {
+                    tracing::info!(source = name, %account, digests = listing.len(), "discovery source works again");
+                }
+                source.health = SourceHealth {
+                    up: Some(true),
+                    last_success: Some(now),
+                    targets: listing.len(),
+                };
+                source.listing = Some(Arc::new(listing));
+                Some(account.clone())
+            }
+            SourceOutcome::Failed(why) => {
+                if source.last_error.as_deref() != Some(why.as_str()) {
+                    tracing::warn!(source = name, %account, error = %why, "discovery source failed; its last complete listing stays in force");
+                    source.last_error = Some(why);
+                }
+                source.health.up = Some(false);
+                None
+            }
+        };
+        let health = source.health;
+        let still_same_kind = self
+            .sources
+            .iter()
+            .filter(|(_, s)| s.config.source_name() == name && s.config.account == account)
+            .fold(None::<SourceHealth>, |acc, (_, s)| {
+                Some(match acc {
+                    None => s.health,
+                    Some(a) => combine(a, s.health),
+                })
+            })
+            .unwrap_or(health);
+        self.metrics
+            .discovery_health(name, &account, still_same_kind);
+        publish
+    }
+
+    /// Every account with a lingering digest whose time is up, to publish again.
+    pub(crate) fn expired(&self, now: UnixSeconds) -> Vec<Arc<str>> {
+        self.published
+            .iter()
+            .filter(|(_, set)| set.values().any(|d| d.leaves_at.is_some_and(|t| t <= now)))
+            .map(|(a, _)| Arc::clone(a))
+            .collect()
+    }
+
+    /// Merges the account's sources and hands the result to its scheduler.
+    pub(crate) fn publish(&mut self, account: &str) {
+        let Some(scheduler) = self.schedulers.get(account).cloned() else {
+            return;
+        };
+        let key: Arc<str> = self
+            .schedulers
+            .keys()
+            .find(|k| &***k == account)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(account));
+        let previous = self.published.remove(account).unwrap_or_default();
+        let (next, changed) = self.merge(&key, &previous, unix_now());
+        let found: Vec<(Arc<str>, SharedDiscovered)> = next
+            .iter()
+            .map(|(d, x)| (Arc::clone(d), Arc::clone(x)))
+            .collect();
+        self.published.insert(key, next);
+        scheduler.discover(found, &changed);
+    }
+
+    /// The account's discovered set from its sources' listings and what lingers, with the
+    /// digests whose `sas_images` row changed since `previous`.
+    fn merge(
+        &self,
+        account: &Arc<str>,
+        previous: &Published,
+        now: UnixSeconds,
+    ) -> (Published, HashSet<String>) {
+        let mut found: BTreeMap<&str, Merged<'_>> = BTreeMap::new();
+        for s in self.sources.values() {
+            if *s.config.account != **account {
+                continue;
+            }
+            let Some(listing) = &s.listing else { continue };
+            for (digest, finding) in listing.iter() {
+                if !self.shard.owns(digest) {
+                    continue;
+                }
+                let m = found.entry(digest.as_str()).or_default();
+                m.sources.insert(s.config.source_name());
+                m.images.extend(finding.images.iter().map(String::as_str));
+                if m.image.is_none() {
+                    m.image = finding.row.as_ref();
+                }
+                for (w, n) in &finding.running {
+                    // Two sources seeing the same cluster count the same containers: take the
+                    // larger count, not the sum.
+                    let c = m.running.entry(w).or_insert(0);
+                    *c = (*c).max(*n);
+                }
+                m.keep_for = m.keep_for.max(s.config.keep_for);
+                for (k, v) in &s.config.labels {
+                    m.labels.entry(k.as_str()).or_insert(v.as_str());
+                }
+            }
+        }
+        let mut interner = Interner::default();
+        let account_label = interner.get("account");
+        let digest_label = interner.get("digest");
+        let mut next = Published::new();
+        let mut changed = HashSet::new();
+        for (digest, m) in found {
+            let before = previous.get(digest);
+            let image_name = m.images.iter().next().copied();
+            let mut labels: BTreeMap<&str, &str> = m.labels.clone();
+            if let Some(name) = image_name {
+                labels.entry("image").or_insert(name);
+            }
+            let digest_arc: Arc<str> = before
+                .map(|b| Arc::clone(&b.labels[1].1))
+                .unwrap_or_else(|| Arc::from(digest));
+            let mut label_set = vec![
+                (Arc::clone(&account_label), Arc::clone(account)),
+                (Arc::clone(&digest_label), Arc::clone(&digest_arc)),
+            ];
+            label_set.extend(
+                labels
+                    .iter()
+                    .map(|(k, v)| (interner.get(k), interner.get(v))),
+            );
+            let d = Discovered {
+                sources: m.sources.into_iter().collect(),
+                labels: match before {
+                    Some(b) if same_labels(&b.labels, &label_set) => Arc::clone(&b.labels),
+                    _ => label_set.into(),
+                },
+                image: m.image.cloned(),
+                running: m.running.into_iter().map(|(w, n)| (w.clone(), n)).collect(),
+                keep_for: m.keep_for,
+                leaves_at: None,
+            };
+            if let (Some(new), Some(old)) = (&d.image, before.and_then(|b| b.image.as_ref()))
+                && new.scan_changed(old)
+            {
+                changed.insert(digest.to_owned());
+            }
+            let shared = match before {
+                Some(b) if **b == d => Arc::clone(b),
+                _ => Arc::new(d),
+            };
+            next.insert(digest_arc, shared);
+        }
+        for (digest, d) in previous {
+            if next.contains_key(digest) {
+                continue;
+            }
+            let leaves_at = d.leaves_at.unwrap_or(now + d.keep_for.as_secs_f64());
+            if leaves_at <= now || !self.shard.owns(digest) {
+                continue;
+            }
+            let shared = if d.leaves_at.is_some() {
+                Arc::clone(d)
+            } else {
+                // No longer listed: it keeps its labels and scan facts, but runs nowhere.
+                Arc::new(Discovered {
+                    sources: Vec::new(),
+                    running: Vec::new(),
+                    leaves_at: Some(leaves_at),
+                    ..Discovered::clone(d)
+                })
+            };
+            next.insert(Arc::clone(digest), shared);
+        }
+        (next, changed)
+    }
+}
+
+/// Two sources of one kind and account (say, two Kubernetes clusters) show as one series: up
+/// only when both are, the older success, the digests of both.
+fn combine(a: SourceHealth, b: SourceHealth) -> SourceHealth {
+    SourceHealth {
+        up: match (a.up, b.up) {
+            (Some(x), Some(y)) => Some(x && y),
+            (x, None) | (None, x) => x,
+        },
+        last_success: match (a.last_success, b.last_success) {
+            (Some(x), Some(y)) => Some(x.min(y)),
+            _ => None,
+        },
+        targets: a.targets + b.targets,
+    }
+}
+
+fn same_labels(a: &[(Arc<str>, Arc<str>)], b: &[(Arc<str>, Arc<str>)]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|((k1, v1), (k2, v2))| k1 == k2 && v1 == v2)
+}
+
+/// One digest's facts while the listings are merged, borrowed from them.
+#[derive(Default)]
+struct Merged<'a> {
+    sources: BTreeSet<&'static str>,
+    images: BTreeSet<&'a str>,
+    image: Option<&'a ImageFacts>,
+    running: BTreeMap<&'a Workload, u32>,
+    keep_for: Duration,
+    labels: BTreeMap<&'a str, &'a str>,
+}
