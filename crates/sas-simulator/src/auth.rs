@@ -10,8 +10,9 @@ use crate::clock::TIMESTAMP_FORMAT;
 use crate::error::Rejection;
 use crate::keys::{SimKey, find_key};
 use crate::log::RecordedRequest;
+use crate::operation::Operation;
 use crate::signature::{self, V3_ALGORITHM};
-use crate::{ACTION, API_VERSION, TIMESTAMP_WINDOW};
+use crate::{API_VERSION, TIMESTAMP_WINDOW};
 
 /// The common parameters of a V1-signed request, in the order their absence is reported.
 pub(crate) const V1_REQUIRED: [&str; 8] = [
@@ -82,9 +83,28 @@ fn parse_v3_authorization(value: &str) -> Option<V3Auth> {
     })
 }
 
-/// Checks a Security Center request as the real service does, in its order: parameters, key,
-/// timestamp, signature, token, then nonce reuse (a nonce is spent only by a correctly signed
-/// request). `query` is the decoded query string; `body` the raw request body.
+/// The V3 `Authorization` header, when the request is V3-signed.
+fn v3_authorization(req: &RecordedRequest) -> Option<&str> {
+    req.header("authorization")
+        .filter(|a| a.starts_with(V3_ALGORITHM))
+}
+
+/// The action a request names where its signature version carries it: `x-acs-action` for V3,
+/// the `Action` parameter for V1.
+pub(crate) fn requested_action<'a>(
+    req: &'a RecordedRequest,
+    query: &'a BTreeMap<String, String>,
+) -> Option<&'a str> {
+    match v3_authorization(req) {
+        Some(_) => req.header("x-acs-action"),
+        None => query.get("Action").map(String::as_str),
+    }
+}
+
+/// Checks a Security Center request as the real service does, in its order: parameters, API,
+/// key, timestamp, signature, token, then nonce reuse (a nonce is spent only by a correctly
+/// signed request), and tells which operation it asks for. `query` is the decoded query string;
+/// `body` the raw request body.
 pub(crate) fn authenticate(
     keys: &[SimKey],
     nonces: &mut Nonces,
@@ -92,10 +112,9 @@ pub(crate) fn authenticate(
     query: &BTreeMap<String, String>,
     body: &[u8],
     now: DateTime<Utc>,
-) -> Result<(), Rejection> {
+) -> Result<Operation, Rejection> {
     let header = |name: &str| req.header(name);
-    let v3 = header("authorization").filter(|a| a.starts_with(V3_ALGORITHM));
-    let (auth, timestamp, nonce, token) = match v3 {
+    let (auth, timestamp, nonce, token, operation) = match v3_authorization(req) {
         Some(authorization) => {
             let auth = parse_v3_authorization(authorization).ok_or_else(Rejection::incomplete)?;
             for (h, p) in [
@@ -108,7 +127,7 @@ pub(crate) fn authenticate(
                     return Err(Rejection::missing(p));
                 }
             }
-            check_api(header("x-acs-action"), header("x-acs-version"))?;
+            let operation = check_api(header("x-acs-action"), header("x-acs-version"))?;
             let signed: Vec<&str> = auth.signed_headers.split(';').collect();
             let unsigned_acs = req
                 .headers
@@ -124,11 +143,12 @@ pub(crate) fn authenticate(
                     .unwrap_or_default()
                     .to_owned(),
                 header("x-acs-security-token").map(str::to_owned),
+                operation,
             )
         }
         None => {
             require(query, &V1_REQUIRED)?;
-            check_api(
+            let operation = check_api(
                 query.get("Action").map(String::as_str),
                 query.get("Version").map(String::as_str),
             )?;
@@ -138,6 +158,7 @@ pub(crate) fn authenticate(
                 query.get("Timestamp").cloned().unwrap_or_default(),
                 query.get("SignatureNonce").cloned().unwrap_or_default(),
                 query.get("SecurityToken").cloned(),
+                operation,
             )
         }
     };
@@ -160,7 +181,8 @@ pub(crate) fn authenticate(
         return Err(Rejection::mismatch());
     }
     check_security_token(&key, token.as_deref())?;
-    nonces.spend(nonce)
+    nonces.spend(nonce)?;
+    Ok(operation)
 }
 
 /// Rebuilds the V3 canonical request from the headers the client says it signed, as received.
@@ -260,12 +282,11 @@ pub(crate) fn check_security_token(key: &SimKey, token: Option<&str>) -> Result<
     Ok(())
 }
 
-fn check_api(action: Option<&str>, version: Option<&str>) -> Result<(), Rejection> {
-    if action == Some(ACTION) && version == Some(API_VERSION) {
-        Ok(())
-    } else {
-        Err(Rejection::api_not_found())
-    }
+fn check_api(action: Option<&str>, version: Option<&str>) -> Result<Operation, Rejection> {
+    action
+        .and_then(Operation::from_action)
+        .filter(|_| version == Some(API_VERSION))
+        .ok_or_else(Rejection::api_not_found)
 }
 
 /// Whole requests built from the published vectors: each carries a signature produced by the
@@ -273,6 +294,7 @@ fn check_api(action: Option<&str>, version: Option<&str>) -> Result<(), Rejectio
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ACTION;
 
     const DIGEST: &str = "sha256:8f0fbdb41d3d1ade4ffdf21558443f4c03342010563bb8c43ccc09594d50abcd";
     const TOKEN: &str = "CAIS+test/token==";
@@ -362,7 +384,7 @@ mod tests {
 
     const V3_SIGNATURE: &str = "5b3c80e7f17066195a418631dbfe99852f4bfcefbdae3dcfd4f3e0c0ca6d0aad";
 
-    fn code(r: Result<(), Rejection>) -> &'static str {
+    fn code(r: Result<Operation, Rejection>) -> &'static str {
         r.err().map_or("ok", |r| r.code)
     }
 

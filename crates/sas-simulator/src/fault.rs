@@ -133,10 +133,29 @@ impl Fault {
 /// Where a fault applies.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum FaultScope {
-    /// Every digest.
+    /// Every request that passed authentication, whatever its action.
     Global,
-    /// One bare lower-case digest.
+    /// `DescribeImageLatestScanTask` requests naming this bare lower-case digest.
     Digest(String),
+    /// Every request of one action, e.g. `DescribeImageInstances`.
+    Action(String),
+    /// One page (`CurrentPage`, from 1) of a listing action.
+    Page {
+        /// The listing action.
+        action: String,
+        /// The page number.
+        page: u32,
+    },
+}
+
+impl FaultScope {
+    /// One page of a listing action.
+    pub fn page(action: &str, page: u32) -> Self {
+        FaultScope::Page {
+            action: action.to_owned(),
+            page,
+        }
+    }
 }
 
 /// Queued faults per scope; within a scope they apply in the order they were added.
@@ -152,11 +171,12 @@ impl FaultQueues {
         self.0.clear();
     }
 
-    /// The fault for a request naming `digest`: the digest's own first, else a global one. A
-    /// fault limited to a number of requests is used up by this call.
-    pub(crate) fn take(&mut self, digest: &str) -> Option<Fault> {
-        for scope in [FaultScope::Digest(digest.to_owned()), FaultScope::Global] {
-            let Some(queue) = self.0.get_mut(&scope) else {
+    /// The fault for a request that falls in `scopes`, most specific first: the first scope
+    /// with a fault queued gives it. A fault limited to a number of requests is used up by this
+    /// call.
+    pub(crate) fn take(&mut self, scopes: &[FaultScope]) -> Option<Fault> {
+        for scope in scopes {
+            let Some(queue) = self.0.get_mut(scope) else {
                 continue;
             };
             let Some(front) = queue.front_mut() else {
@@ -184,6 +204,14 @@ mod tests {
         f.action.outcome()
     }
 
+    fn scan(digest: &str) -> [FaultScope; 3] {
+        [
+            FaultScope::Digest(digest.into()),
+            FaultScope::Action("DescribeImageLatestScanTask".into()),
+            FaultScope::Global,
+        ]
+    }
+
     #[test]
     fn digest_faults_come_first_and_limited_ones_run_out() {
         let mut q = FaultQueues::default();
@@ -197,7 +225,7 @@ mod tests {
             Fault::action(FaultAction::Drop).times(1),
         );
         let seen: Vec<String> = (0..5)
-            .filter_map(|_| q.take("d"))
+            .filter_map(|_| q.take(&scan("d")))
             .map(|f| code(&f))
             .collect();
         assert_eq!(
@@ -211,10 +239,51 @@ mod tests {
             ]
         );
         assert_eq!(
-            q.take("other").map(|f| code(&f)).as_deref(),
+            q.take(&scan("other")).map(|f| code(&f)).as_deref(),
             Some("ServiceUnavailable")
         );
         q.clear();
-        assert!(q.take("d").is_none());
+        assert!(q.take(&scan("d")).is_none());
+    }
+
+    #[test]
+    fn a_page_fault_hits_only_its_page_and_comes_before_broader_ones() {
+        let mut q = FaultQueues::default();
+        let action = "DescribeImageInstances";
+        let page = |n| {
+            [
+                FaultScope::page(action, n),
+                FaultScope::Action(action.into()),
+                FaultScope::Global,
+            ]
+        };
+        q.push(
+            FaultScope::page(action, 3),
+            Fault::error(503, "ServiceUnavailable").times(1),
+        );
+        assert!(q.take(&page(2)).is_none());
+        assert!(q.take(&scan("d")).is_none());
+        assert_eq!(
+            q.take(&page(3)).map(|f| code(&f)).as_deref(),
+            Some("ServiceUnavailable")
+        );
+        assert!(q.take(&page(3)).is_none());
+        q.push(
+            FaultScope::Action(action.into()),
+            Fault::action(FaultAction::MalformedJson),
+        );
+        q.push(
+            FaultScope::page(action, 3),
+            Fault::action(FaultAction::Drop),
+        );
+        assert_eq!(
+            q.take(&page(3)).map(|f| code(&f)).as_deref(),
+            Some("dropped")
+        );
+        assert_eq!(
+            q.take(&page(1)).map(|f| code(&f)).as_deref(),
+            Some("malformed_json")
+        );
+        assert!(q.take(&scan("d")).is_none());
     }
 }

@@ -1,4 +1,5 @@
-//! An in-process simulator of Security Center's `DescribeImageLatestScanTask`, served over loopback
+//! An in-process simulator of Security Center's `DescribeImageLatestScanTask` and of its two
+//! listings, `DescribeImageInstances` and `DescribeContainerInstances`, served over loopback
 //! HTTP. It checks requests the way the real service does (signature V1 and V3, AccessKey,
 //! timestamp window, nonce reuse), answers from a scenario, injects faults, and counts what it saw.
 //! The exporter's tests and its `--demo` mode run the real exporter against it.
@@ -16,12 +17,18 @@
 mod auth;
 mod bodies;
 mod clock;
+mod criteria;
 mod error;
 mod fault;
+mod instances;
 mod issuer;
 mod keys;
+mod listing;
+#[cfg(test)]
+mod listing_tests;
 mod log;
 mod metadata;
+mod operation;
 mod response;
 mod scenario;
 mod server;
@@ -35,6 +42,7 @@ use std::time::Duration;
 
 pub use clock::Clock;
 pub use fault::{Fault, FaultAction, FaultScope};
+pub use instances::{ContainerInstance, ImageInstance};
 pub use keys::SimKey;
 pub use log::{DEFAULT_LOG_CAPACITY, LogEntry, RecordedRequest};
 pub use metadata::{MetadataRequest, MetadataSimulator};
@@ -48,7 +56,13 @@ pub const SIM_ACCESS_KEY_ID: &str = "LTAIsimulator0000demo";
 pub const SIM_ACCESS_KEY_SECRET: &str = "simulator-secret-not-for-production";
 /// How far a request's timestamp may be from the simulator's clock, as the real service allows.
 pub const TIMESTAMP_WINDOW: Duration = Duration::from_secs(15 * 60);
-/// The one Security Center operation the simulator serves.
+/// The scan-task operation the simulator serves.
 pub const ACTION: &str = "DescribeImageLatestScanTask";
+/// The image listing the simulator serves.
+pub const IMAGES_ACTION: &str = "DescribeImageInstances";
+/// The container listing the simulator serves.
+pub const CONTAINERS_ACTION: &str = "DescribeContainerInstances";
+/// The `PageSize` the listings use when a request leaves it out.
+pub const DEFAULT_PAGE_SIZE: u32 = listing::DEFAULT_PAGE_SIZE;
 /// The Security Center API version every request must name.
 pub const API_VERSION: &str = "2018-12-03";

@@ -1,10 +1,12 @@
-//! What the Security Center simulator knows: the keys it accepts and what each digest answers.
+//! What the Security Center simulator knows: the keys it accepts, what each digest answers, and
+//! the rows of the two listings.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
+use crate::instances::{ContainerInstance, ImageInstance};
 use crate::log::DEFAULT_LOG_CAPACITY;
 use crate::response::request_id;
 use crate::{SIM_ACCESS_KEY_ID, SIM_ACCESS_KEY_SECRET, SimKey};
@@ -18,7 +20,7 @@ pub enum DigestReply {
     NoTaskKey,
 }
 
-/// The simulator's data: keys, per-digest answers, and what unknown digests get.
+/// The simulator's data: keys, per-digest answers, what unknown digests get, and the listings.
 #[derive(Clone, Debug)]
 pub struct Scenario {
     /// Accepted keys.
@@ -30,6 +32,12 @@ pub struct Scenario {
     pub synthetic_unknown: bool,
     /// How many of the most recent requests the traffic log keeps (counters stay exact).
     pub log_capacity: usize,
+    /// The rows `DescribeImageInstances` lists, in this order.
+    pub images: Vec<ImageInstance>,
+    /// The rows `DescribeContainerInstances` lists, in this order.
+    pub containers: Vec<ContainerInstance>,
+    /// The largest `PageSize` the listings accept; `None`: any.
+    pub max_page_size: Option<u32>,
 }
 
 impl Default for Scenario {
@@ -43,6 +51,9 @@ impl Default for Scenario {
             digests: HashMap::new(),
             synthetic_unknown: false,
             log_capacity: DEFAULT_LOG_CAPACITY,
+            images: Vec::new(),
+            containers: Vec::new(),
+            max_page_size: None,
         }
     }
 }
@@ -71,6 +82,46 @@ impl Scenario {
     pub fn with_log_capacity(mut self, entries: usize) -> Self {
         self.log_capacity = entries;
         self
+    }
+
+    /// Lists these image rows.
+    pub fn with_images(mut self, rows: Vec<ImageInstance>) -> Self {
+        self.images = rows;
+        self
+    }
+
+    /// Lists these container rows.
+    pub fn with_containers(mut self, rows: Vec<ContainerInstance>) -> Self {
+        self.containers = rows;
+        self
+    }
+
+    /// Refuses a larger `PageSize` with a parameter error.
+    pub fn with_max_page_size(mut self, max: u32) -> Self {
+        self.max_page_size = Some(max);
+        self
+    }
+
+    /// The latest task `digest` (bare, lower-case) answers with, chosen as the exporter does:
+    /// greatest `StartTime`, then greatest `Id`.
+    pub(crate) fn latest_task(&self, digest: &str) -> Option<Value> {
+        let key = |t: &&Value| {
+            (
+                t.get("StartTime").and_then(Value::as_i64),
+                t.get("Id").and_then(Value::as_i64),
+            )
+        };
+        match self.digests.get(digest) {
+            Some(DigestReply::Task(Value::Array(tasks))) => tasks
+                .iter()
+                .filter(|t| t.is_object())
+                .max_by_key(key)
+                .cloned(),
+            Some(DigestReply::Task(task @ Value::Object(_))) => Some(task.clone()),
+            Some(_) => None,
+            None if self.synthetic_unknown => Some(synthetic_task(digest)),
+            None => None,
+        }
     }
 
     /// The success body for `digest` (bare, lower-case).

@@ -1,5 +1,5 @@
-//! The Security Center operation itself: one request in, authenticated, then answered from the
-//! scenario or by the fault queued for its digest, and counted.
+//! The Security Center operations themselves: one request in, authenticated, then answered from
+//! the scenario or by the fault queued for its digest, page or action, and counted.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,14 +9,16 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use serde_json::Value;
 
-use crate::auth::authenticate;
+use crate::auth::{authenticate, requested_action};
 use crate::bodies::{endless_response, oversized_response, truncated_response};
 use crate::error::{Product, Rejection, error_response, rejection_response};
-use crate::fault::{Fault, FaultAction};
-use crate::log::RecordedRequest;
+use crate::fault::{Fault, FaultAction, FaultScope};
+use crate::listing::{self, Listing};
+use crate::log::{RecordedRequest, Subject};
+use crate::operation::Operation;
 use crate::response::{SimBody, json_response};
 use crate::server::{parse_query, read_body};
-use crate::state::Shared;
+use crate::state::{Shared, State};
 
 /// An error that makes hyper close the connection without answering.
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +82,7 @@ fn record(parts: &hyper::http::request::Parts) -> RecordedRequest {
     }
 }
 
-/// Serves one `DescribeImageLatestScanTask` request.
+/// Serves one Security Center request.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
@@ -98,9 +100,17 @@ pub(crate) async fn handle(
     };
     let recorded = record(&parts);
     let query: BTreeMap<String, String> = parse_query(parts.uri.query().unwrap_or(""));
+    let action = requested_action(&recorded, &query).map(str::to_owned);
     let digest = query
         .get("Digest")
         .map(|d| d.strip_prefix("sha256:").unwrap_or(d).to_ascii_lowercase());
+    // The page is logged for listing requests whatever their outcome, so a test sees which pages
+    // were asked for even when they were refused.
+    let page = action
+        .as_deref()
+        .and_then(Operation::from_action)
+        .filter(|op| matches!(op, Operation::List(_)))
+        .and_then(|_| listing::requested_page(&query));
 
     let decision = {
         let mut st = shared.lock();
@@ -114,15 +124,17 @@ pub(crate) async fn handle(
             &body,
             Utc::now(),
         );
-        let decision = match (authenticated, &digest) {
-            (Err(rejection), _) => Decision::Reject(rejection),
-            (Ok(()), None) => Decision::Reject(Rejection::missing("Digest")),
-            (Ok(()), Some(d)) => match st.faults.take(d) {
-                Some(f) => Decision::Fault(f, st.scenario.reply_body(d)),
-                None => Decision::Answer(st.scenario.reply_body(d)),
-            },
+        let decision = match authenticated {
+            Err(rejection) => Decision::Reject(rejection),
+            Ok(Operation::LatestScanTask) => scan_task(st, digest.as_deref()),
+            Ok(Operation::List(listing)) => list(st, listing, &query),
         };
-        st.log.record(digest, decision.outcome());
+        let subject = Subject {
+            action,
+            digest,
+            page,
+        };
+        st.log.record(subject, decision.outcome());
         decision
     };
 
@@ -130,6 +142,43 @@ pub(crate) async fn handle(
         Decision::Reject(r) => Ok(rejection_response(Product::SAS, &r)),
         Decision::Answer(body) => Ok(json_response(200, body.to_string(), None)),
         Decision::Fault(fault, body) => answer_with_fault(fault, body).await,
+    }
+}
+
+/// `DescribeImageLatestScanTask`: the digest's fault, else its answer.
+fn scan_task(st: &mut State, digest: Option<&str>) -> Decision {
+    let Some(d) = digest else {
+        return Decision::Reject(Rejection::missing("Digest"));
+    };
+    let scopes = [
+        FaultScope::Digest(d.to_owned()),
+        FaultScope::Action(crate::ACTION.to_owned()),
+        FaultScope::Global,
+    ];
+    let body = st.scenario.reply_body(d);
+    match st.faults.take(&scopes) {
+        Some(f) => Decision::Fault(f, body),
+        None => Decision::Answer(body),
+    }
+}
+
+/// A listing: its parameters checked first (a refused request uses up no fault), then the
+/// page's fault, else the page.
+fn list(st: &mut State, listing: Listing, query: &BTreeMap<String, String>) -> Decision {
+    let req = match listing::parse_request(listing, query, st.scenario.max_page_size) {
+        Ok(req) => req,
+        Err(rejection) => return Decision::Reject(rejection),
+    };
+    let action = listing.action();
+    let scopes = [
+        FaultScope::page(action, req.page),
+        FaultScope::Action(action.to_owned()),
+        FaultScope::Global,
+    ];
+    let body = listing::page_body(listing, &st.scenario, &req);
+    match st.faults.take(&scopes) {
+        Some(f) => Decision::Fault(f, body),
+        None => Decision::Answer(body),
     }
 }
 

@@ -1,5 +1,5 @@
-//! The test-facing handle of the Security Center simulator: start it, change what digests answer,
-//! inject faults, and read back what it received.
+//! The test-facing handle of the Security Center simulator: start it, change what digests answer
+//! and what the listings hold, inject faults, and read back what it received.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 
 use crate::auth::Nonces;
 use crate::fault::{Fault, FaultQueues, FaultScope};
+use crate::instances::{ContainerInstance, ImageInstance, normalize_digest};
 use crate::keys::SimKey;
 use crate::log::{LogEntry, RecordedRequest, RequestLog};
 use crate::scenario::{DigestReply, Scenario};
@@ -72,6 +73,62 @@ impl Simulator {
             .insert(digest.to_owned(), reply);
     }
 
+    /// Replaces every row `DescribeImageInstances` lists.
+    pub fn set_images(&self, rows: Vec<ImageInstance>) {
+        self.shared.lock().scenario.images = rows;
+    }
+
+    /// Replaces the image row with the same digest, namespace, name and tag in place, or lists
+    /// it last.
+    pub fn upsert_image(&self, row: ImageInstance) {
+        let images = &mut self.shared.lock().scenario.images;
+        match images.iter_mut().find(|r| r.key() == row.key()) {
+            Some(existing) => *existing = row,
+            None => images.push(row),
+        }
+    }
+
+    /// Removes every image row of a digest (any case, with or without `sha256:`); returns how
+    /// many there were.
+    pub fn remove_images(&self, digest: &str) -> usize {
+        let digest = normalize_digest(digest);
+        let images = &mut self.shared.lock().scenario.images;
+        let before = images.len();
+        images.retain(|r| r.digest.as_deref().map(normalize_digest) != Some(digest.clone()));
+        before - images.len()
+    }
+
+    /// Replaces every row `DescribeContainerInstances` lists.
+    pub fn set_containers(&self, rows: Vec<ContainerInstance>) {
+        self.shared.lock().scenario.containers = rows;
+    }
+
+    /// Replaces the container row with the same cluster, namespace, pod and container ID in
+    /// place, or lists it last.
+    pub fn upsert_container(&self, row: ContainerInstance) {
+        let containers = &mut self.shared.lock().scenario.containers;
+        match containers.iter_mut().find(|r| r.key() == row.key()) {
+            Some(existing) => *existing = row,
+            None => containers.push(row),
+        }
+    }
+
+    /// Removes every container row whose image has this digest; returns how many there were.
+    pub fn remove_containers(&self, digest: &str) -> usize {
+        let digest = normalize_digest(digest);
+        let containers = &mut self.shared.lock().scenario.containers;
+        let before = containers.len();
+        containers
+            .retain(|r| r.image_digest.as_deref().map(normalize_digest) != Some(digest.clone()));
+        before - containers.len()
+    }
+
+    /// The largest `PageSize` the listings accept (`None`: any); a larger one is refused with a
+    /// parameter error.
+    pub fn set_max_page_size(&self, max: Option<u32>) {
+        self.shared.lock().scenario.max_page_size = max;
+    }
+
     /// Adds a key the simulator accepts (e.g. fresh STS credentials).
     pub fn add_key(&self, key: SimKey) {
         self.shared.lock().scenario.keys.push(key);
@@ -92,7 +149,17 @@ impl Simulator {
         self.shared.lock().log.for_digest(digest)
     }
 
-    /// Requests with this outcome: `ok`, an error code (`SignatureDoesNotMatch`,
+    /// Requests that named this action (whatever the outcome), e.g. `DescribeImageInstances`.
+    pub fn requests_for_action(&self, action: &str) -> u64 {
+        self.shared.lock().log.for_action(action)
+    }
+
+    /// Requests of this action with this outcome (see [`Simulator::outcome_count`]).
+    pub fn outcome_count_for(&self, action: &str, outcome: &str) -> u64 {
+        self.shared.lock().log.for_action_outcome(action, outcome)
+    }
+
+    /// Requests with this outcome, whatever their action: `ok`, an error code (`SignatureDoesNotMatch`,
     /// `Throttling.User`, ...), `http_<status>` for raw answers, `malformed_json`, `oversized`,
     /// `dropped`, `reset_mid_body`, `endless`.
     pub fn outcome_count(&self, outcome: &str) -> u64 {
@@ -155,6 +222,8 @@ mod tests {
         assert_eq!(sim.total_requests(), 5);
         assert_eq!(sim.requests_for("abc"), 5);
         assert_eq!(sim.outcome_count("MissingParameter"), 5);
+        // An unsigned request names no action.
+        assert!(log.iter().all(|e| e.action.is_none() && e.page.is_none()));
         assert_eq!(sim.last_request().map(|r| r.method).as_deref(), Some("GET"));
     }
 }
