@@ -5,6 +5,7 @@
 pub(crate) mod client;
 pub(crate) mod credentials;
 pub(crate) mod endpoint;
+pub(crate) mod lenient;
 pub(crate) mod scan;
 pub(crate) mod signing;
 pub(crate) mod transport;
