@@ -103,8 +103,8 @@ fn page_error(page: u32, page_size: u32, source: ApiError) -> ListError {
     }
 }
 
-/// Whether an error answer refuses the page size. The service documents no maximum and no code
-/// for exceeding it, so this asks for two things: a parameter-error code (`InvalidParameter…`,
+/// Whether an error answer refuses the page size. The service has no known maximum and no known
+/// code for exceeding it, so this asks for two things: a parameter-error code (`InvalidParameter…`,
 /// `IllegalParam…`, or a code naming the page size itself), and the page size named in the code
 /// or the message. The code alone is not enough: `Criteria` comes from the configuration too,
 /// and blaming the page size for a refused filter would send the operator the wrong way. Only
