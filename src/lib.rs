@@ -13,7 +13,7 @@
 //! | polling | `poll` | one scheduler per account, token bucket, snapshot store of per-account parts, state file |
 //! | instruments | `telemetry` | the exporter's own counters and the account list `/metrics` shows |
 //! | inputs | [`config`], [`targets`] | the YAML config with its accounts, target files, shards |
-//! | API access | `aliyun` | signing, transport, Security Center client, response parser, credentials |
+//! | API access | `aliyun` | signing, transport, Security Center client, response parsers, listing pages and paging, credentials |
 //! | foundations | [`clock`], `backoff`, `fsperm`, `shutdown`, [`logging`], [`memory`] | small leaves every layer may use |
 //!
 //! The data flow: the config names accounts and targets; each account's scheduler polls its due
@@ -68,6 +68,15 @@ pub mod signing {
         format_timestamp, new_nonce, percent_encode, sha256_hex, sign, v1_signature,
         v1_string_to_sign, v3_canonical_request, v3_signature, v3_string_to_sign,
     };
+}
+
+/// The two listings (`DescribeImageInstances`, `DescribeContainerInstances`): their queries,
+/// rows and paging, for the listing tests.
+pub mod listing {
+    pub use crate::aliyun::client::{CONTAINERS_ACTION, IMAGES_ACTION};
+    pub use crate::aliyun::listing::{Criterion, ListQuery, Page, ScannedFilter};
+    pub use crate::aliyun::paging::{ListError, Listed, MAX_PAGES, list_all};
+    pub use crate::aliyun::rows::{ContainerRow, ImageRow, RowProblem};
 }
 
 /// The Alibaba Cloud CLI profile readers, for the credentials tests.

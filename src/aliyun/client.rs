@@ -1,7 +1,9 @@
-//! The Security Center API client: one signed `DescribeImageLatestScanTask` call per digest.
+//! The Security Center API client: one signed `DescribeImageLatestScanTask` call per digest, and
+//! one call per page of the two listings, `DescribeImageInstances` and
+//! `DescribeContainerInstances`.
 //!
 //! The client makes exactly one HTTP request per call and classifies what went wrong; retrying,
-//! rate limiting and backoff belong to the scheduler, which sees every attempt.
+//! rate limiting and backoff belong to the caller, which sees every attempt.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -11,6 +13,8 @@ use chrono::FixedOffset;
 
 use crate::aliyun::credentials::{CredentialsError, CredentialsProvider};
 use crate::aliyun::endpoint::Endpoint;
+use crate::aliyun::listing::{ListQuery, Page, parse_container_page, parse_image_page};
+use crate::aliyun::rows::{ContainerRow, ImageRow};
 use crate::aliyun::scan::{DroppedField, ScanResult, parse_response};
 use crate::aliyun::signing::{self, RpcCall, SignatureVersion};
 use crate::aliyun::transport::{
@@ -19,8 +23,12 @@ use crate::aliyun::transport::{
 };
 use crate::clock::Clock;
 
-/// The operation this exporter calls.
+/// The operation this exporter polls each digest with.
 pub const ACTION: &str = "DescribeImageLatestScanTask";
+/// The image listing discovery reads.
+pub const IMAGES_ACTION: &str = "DescribeImageInstances";
+/// The container listing discovery reads.
+pub const CONTAINERS_ACTION: &str = "DescribeContainerInstances";
 /// The Security Center API version.
 pub const API_VERSION: &str = "2018-12-03";
 
@@ -243,6 +251,40 @@ impl SasClient {
         &self,
         digest: &str,
     ) -> Result<ScanResult, ApiError> {
+        let params = BTreeMap::from([("Digest".to_owned(), digest.to_owned())]);
+        let body = self.call(ACTION, params).await?;
+        let result = parse_response(&body, self.options.timezone)
+            .map_err(|e| ApiError::InvalidResponse(e.0))?;
+        self.dropped_logged.report(digest, &result.dropped);
+        Ok(result)
+    }
+
+    /// Calls `DescribeImageInstances` for one page: one signed request.
+    pub async fn describe_image_instances(
+        &self,
+        q: &ListQuery<'_>,
+    ) -> Result<Page<ImageRow>, ApiError> {
+        let body = self.call(IMAGES_ACTION, q.image_params()).await?;
+        parse_image_page(&body, q.page).map_err(|e| ApiError::InvalidResponse(e.0))
+    }
+
+    /// Calls `DescribeContainerInstances` for one page: one signed request.
+    pub async fn describe_container_instances(
+        &self,
+        q: &ListQuery<'_>,
+    ) -> Result<Page<ContainerRow>, ApiError> {
+        let body = self.call(CONTAINERS_ACTION, q.container_params()).await?;
+        parse_container_page(&body, q.page).map_err(|e| ApiError::InvalidResponse(e.0))
+    }
+
+    /// One signed RPC request for `action` with its business `params`, and a fresh timestamp
+    /// and nonce: the body of a success answer, read under the size cap, or the failure
+    /// classified.
+    async fn call(
+        &self,
+        action: &'static str,
+        params: BTreeMap<String, String>,
+    ) -> Result<Vec<u8>, ApiError> {
         let creds = self.credentials.credentials().await?;
         let now = self.clock.now();
         if let Some(at) = creds.expiration.filter(|_| creds.is_expired(now)) {
@@ -255,9 +297,9 @@ impl SasClient {
         let call = RpcCall {
             method: "POST",
             host: &self.host,
-            action: ACTION,
+            action,
             version: API_VERSION,
-            params: BTreeMap::from([("Digest".to_owned(), digest.to_owned())]),
+            params,
         };
         let signed = signing::sign(
             self.options.signature_version,
@@ -286,10 +328,7 @@ impl SasClient {
                 CappedReadError::Transport(e) => self.transport_error(e),
             })?;
         if (200..300).contains(&status) {
-            let result = parse_response(&body, self.options.timezone)
-                .map_err(|e| ApiError::InvalidResponse(e.0))?;
-            self.dropped_logged.report(digest, &result.dropped);
-            return Ok(result);
+            return Ok(body);
         }
         Err(error_from_body(status, &body, retry_after))
     }

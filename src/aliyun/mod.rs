@@ -5,6 +5,10 @@
 pub(crate) mod client;
 pub(crate) mod credentials;
 pub(crate) mod endpoint;
+pub(crate) mod lenient;
+pub(crate) mod listing;
+pub(crate) mod paging;
+pub(crate) mod rows;
 pub(crate) mod scan;
 pub(crate) mod signing;
 pub(crate) mod transport;

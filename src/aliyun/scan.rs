@@ -10,6 +10,8 @@ use std::fmt;
 use chrono::{DateTime, FixedOffset, NaiveDateTime, Utc};
 use serde_json::Value;
 
+use crate::aliyun::lenient::{kind, lenient_i64, lenient_string};
+
 /// The state of a scan task as the exporter reports it.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
@@ -403,74 +405,6 @@ pub fn parse_api_time(s: &str, zone: FixedOffset) -> Option<DateTime<Utc>> {
         .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
         .and_then(|naive| naive.and_local_timezone(zone).single())
         .map(|t| t.with_timezone(&Utc))
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-/// A short, printable excerpt of an unreadable value, so a reason never carries a megabyte.
-fn preview(s: &str) -> String {
-    const MAX: usize = 40;
-    match s.char_indices().nth(MAX) {
-        Some((cut, _)) => format!("{:?}…", &s[..cut]),
-        None => format!("{s:?}"),
-    }
-}
-
-/// A 64-bit integer given as a JSON number or a numeric string; null and "" mean absent.
-fn lenient_i64(v: Value) -> Result<Option<i64>, String> {
-    match v {
-        Value::Null => Ok(None),
-        Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                return Ok(Some(i));
-            }
-            if n.is_u64() {
-                return Err(format!("{n} is out of range"));
-            }
-            let f = n.as_f64().unwrap_or(f64::NAN);
-            // Some encoders write 1.6686144e12; accept it only when it is a whole number in range.
-            if f.fract() != 0.0 || !f.is_finite() {
-                Err(format!("{n} is not a whole number"))
-            } else if f.abs() < 9.0e18 {
-                Ok(Some(f as i64))
-            } else {
-                Err(format!("{n} is out of range"))
-            }
-        }
-        Value::String(s) => {
-            let t = s.trim();
-            if t.is_empty() {
-                return Ok(None);
-            }
-            t.parse::<i64>()
-                .map(Some)
-                .map_err(|_| format!("{} is not an integer", preview(&s)))
-        }
-        other => Err(format!(
-            "invalid type: {}, expected an integer",
-            kind(&other)
-        )),
-    }
-}
-
-/// A string; numbers and booleans are taken as their text, null means absent.
-fn lenient_string(v: Value) -> Result<Option<String>, String> {
-    match v {
-        Value::Null => Ok(None),
-        Value::String(s) => Ok(Some(s)),
-        Value::Number(n) => Ok(Some(n.to_string())),
-        Value::Bool(b) => Ok(Some(b.to_string())),
-        other => Err(format!("invalid type: {}, expected a string", kind(&other))),
-    }
 }
 
 #[cfg(test)]

@@ -275,7 +275,7 @@ extra: 1
             p(
                 12,
                 1,
-                "unknown key \"extra\" at the top level (expected one of: accounts, sas, credentials, polling, targets, target_files, state_file)"
+                "unknown key \"extra\" at the top level (expected one of: accounts, sas, credentials, polling, targets, target_files, discovery, state_file)"
             ),
         ]
     );
@@ -288,7 +288,7 @@ fn keys_are_case_sensitive_and_never_expanded() {
         p(
             1,
             1,
-            "unknown key \"Sas\" at the top level (expected one of: accounts, sas, credentials, polling, targets, target_files, state_file)"
+            "unknown key \"Sas\" at the top level (expected one of: accounts, sas, credentials, polling, targets, target_files, discovery, state_file)"
         )
     );
     let env = env_of(&[("K", "region")]);
@@ -341,7 +341,7 @@ credentials:
 
 #[test]
 fn top_level_must_be_a_mapping() {
-    let expected = "the top level must be a mapping with keys such as accounts, sas, credentials, polling, targets, target_files, state_file";
+    let expected = "the top level must be a mapping with keys such as accounts, sas, credentials, polling, targets, target_files, discovery, state_file";
     assert_eq!(problem("- sas\n"), p(1, 1, expected));
     assert_eq!(problem("just text\n"), p(1, 1, expected));
 }
@@ -1958,7 +1958,7 @@ bogus: true
             p(
                 14,
                 1,
-                "unknown key \"bogus\" at the top level (expected one of: accounts, sas, credentials, polling, targets, target_files, state_file)"
+                "unknown key \"bogus\" at the top level (expected one of: accounts, sas, credentials, polling, targets, target_files, discovery, state_file)"
             ),
         ]
     );
@@ -1972,7 +1972,7 @@ fn invalid_error_display_lists_every_problem() {
         err.to_string(),
         "2 problems in the configuration:\n\
          conf/a.yml:2:11: sas.region: expected a region id such as cn-hangzhou or ap-southeast-1, got \"X\"\n\
-         conf/a.yml:3:1: unknown key \"foo\" at the top level (expected one of: accounts, sas, credentials, polling, targets, target_files, state_file)"
+         conf/a.yml:3:1: unknown key \"foo\" at the top level (expected one of: accounts, sas, credentials, polling, targets, target_files, discovery, state_file)"
     );
     let err = Config::parse("foo: 1\n", "a.yml", &no_env).expect_err("invalid");
     assert!(

@@ -19,6 +19,7 @@ mod faults;
 mod hostile;
 mod hostile_inputs;
 mod independent_signature;
+mod listing;
 mod operations;
 mod prometheus;
 mod simulator;

@@ -1,6 +1,6 @@
 //! The `Criteria` and `LogicalExp` parameters of the listing operations: parsed from the JSON
-//! array the SDK sends, and matched against rows the fuzzy way the service documents ("values may
-//! be fuzzy-matched"): a row matches a criterion when its field contains the value.
+//! array the SDK sends, and matched against rows fuzzily, as the real service may match them: a
+//! row matches a criterion when its field contains the value.
 
 use std::borrow::Cow;
 

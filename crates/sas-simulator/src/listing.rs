@@ -12,7 +12,7 @@ use crate::instances::{ImageInstance, normalize_digest};
 use crate::response::request_id;
 use crate::scenario::Scenario;
 
-/// `PageSize` when a request leaves it out, as the API documents.
+/// `PageSize` when a request leaves it out, as the real service defaults it.
 pub(crate) const DEFAULT_PAGE_SIZE: u32 = 20;
 
 /// Which listing a request asks for.

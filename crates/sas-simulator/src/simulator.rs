@@ -94,7 +94,9 @@ impl Simulator {
         let digest = normalize_digest(digest);
         let images = &mut self.shared.lock().scenario.images;
         let before = images.len();
-        images.retain(|r| r.digest.as_deref().map(normalize_digest) != Some(digest.clone()));
+        images.retain(|r| {
+            r.digest.as_deref().map(normalize_digest).as_deref() != Some(digest.as_str())
+        });
         before - images.len()
     }
 
@@ -118,8 +120,9 @@ impl Simulator {
         let digest = normalize_digest(digest);
         let containers = &mut self.shared.lock().scenario.containers;
         let before = containers.len();
-        containers
-            .retain(|r| r.image_digest.as_deref().map(normalize_digest) != Some(digest.clone()));
+        containers.retain(|r| {
+            r.image_digest.as_deref().map(normalize_digest).as_deref() != Some(digest.as_str())
+        });
         before - containers.len()
     }
 
