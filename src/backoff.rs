@@ -30,6 +30,10 @@ impl Backoff {
     }
 }
 
+/// Retries of retryable API errors (and the failure backoff of a digest): full jitter from 1 s,
+/// doubling up to 60 s.
+pub(crate) const API_RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+
 /// `d` with ±10 % jitter, so refreshes of digests added together drift apart.
 pub(crate) fn jittered(d: Duration) -> Duration {
     d.mul_f64(0.9 + 0.2 * fastrand::f64())

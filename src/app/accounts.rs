@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-use crate::aliyun::client::{ACTION, ClientBuildError, SasClient};
+use crate::aliyun::client::{
+    ACTION, CONTAINERS_ACTION, ClientBuildError, IMAGES_ACTION, SasClient,
+};
 use crate::aliyun::credentials::{self, CredentialsError, CredentialsProvider, FailureKind};
 use crate::app::options::{Options, env_var};
 use crate::backoff::Backoff;
@@ -221,7 +223,8 @@ impl Accounts {
         for name in gone {
             if let Some(mut account) = self.running.remove(&name) {
                 account.scheduler.retire();
-                self.metrics.forget_account(&name, &[ACTION]);
+                self.metrics
+                    .forget_account(&name, &[ACTION, IMAGES_ACTION, CONTAINERS_ACTION]);
                 account.stop.trigger();
                 account.identity.abort();
                 // Its requests in flight get their grace; shutdown waits for them too.
@@ -393,6 +396,14 @@ impl Accounts {
                 }
             }
         })
+    }
+
+    /// Every running account's scheduler, for the discovery sources.
+    pub(crate) fn schedulers(&self) -> std::collections::BTreeMap<Arc<str>, Scheduler> {
+        self.running
+            .iter()
+            .map(|(name, r)| (Arc::from(name.as_str()), r.scheduler.clone()))
+            .collect()
     }
 
     /// The current request rate of an account's token bucket.

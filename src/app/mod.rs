@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::discovery::sources::Discovery;
 use crate::exposition::encode::Exposition;
 use crate::poll::state_file;
 use crate::poll::store::Store;
@@ -63,6 +64,7 @@ pub struct Exporter {
     /// Reloads configuration and target files.
     pub(crate) reloader: Arc<Reloader>,
     accounts: Arc<Mutex<Accounts>>,
+    discovery: Arc<Mutex<Discovery>>,
     trigger: ShutdownTrigger,
     others: Vec<JoinHandle<()>>,
     state_file: Option<PathBuf>,
@@ -148,10 +150,20 @@ impl Exporter {
             signal.clone(),
         );
         running.apply(prepared, &config.polling, &assembled.targets, &restored);
+        let mut discovery = Discovery::start(
+            &restored,
+            options.shard,
+            Arc::clone(&metrics),
+            signal.clone(),
+        );
+        discovery.configure(&config.discovery, running.schedulers());
+        drop(restored);
+        let discovery = Arc::new(Mutex::new(discovery));
         let accounts = Arc::new(Mutex::new(running));
         let reloader = Arc::new(Reloader::new(
             options.clone(),
             Arc::clone(&accounts),
+            Arc::clone(&discovery),
             Arc::clone(&metrics),
             retained_config(config),
             files,
@@ -196,6 +208,7 @@ impl Exporter {
             targets = assembled.targets.len(),
             configured = assembled.total_before_shard,
             accounts = config.accounts.len(),
+            discovery_sources = config.discovery.len(),
             shard = format!("{}/{}", options.shard.index, options.shard.total),
             listen = ?addrs,
             "exporter started"
@@ -205,6 +218,7 @@ impl Exporter {
             store,
             reloader,
             accounts,
+            discovery,
             trigger,
             others,
             state_file: config.state_file.clone(),
@@ -233,8 +247,9 @@ impl Exporter {
     /// final state is written, connections drain.
     pub async fn shutdown(self) {
         self.trigger.trigger();
+        let sources = self.discovery.lock().stop_all();
         let pollers = self.accounts.lock().stop_all();
-        for task in pollers.into_iter().chain(self.others) {
+        for task in sources.into_iter().chain(pollers).chain(self.others) {
             if let Err(e) = task.await {
                 tracing::error!(error = %e, "a background task failed during shutdown");
             }

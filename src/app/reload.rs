@@ -12,6 +12,7 @@ use parking_lot::{Mutex, MutexGuard};
 use crate::app::accounts::{self, AccountError, Accounts};
 use crate::app::options::{Options, env_var};
 use crate::config::{Config, ConfigError, config_dir};
+use crate::discovery::sources::Discovery;
 use crate::server::routes::{BoxFuture, Reload};
 use crate::shutdown::Shutdown;
 use crate::targets::{Assembled, TargetFiles};
@@ -84,6 +85,7 @@ impl fmt::Display for ReloadOutcome {
 pub(crate) struct Reloader {
     options: Options,
     accounts: Arc<Mutex<Accounts>>,
+    discovery: Arc<Mutex<Discovery>>,
     metrics: Arc<ExporterMetrics>,
     current: Mutex<Config>,
     files: Mutex<TargetFiles>,
@@ -106,6 +108,7 @@ impl Reloader {
     pub(crate) fn new(
         options: Options,
         accounts: Arc<Mutex<Accounts>>,
+        discovery: Arc<Mutex<Discovery>>,
         metrics: Arc<ExporterMetrics>,
         current: Config,
         files: TargetFiles,
@@ -113,6 +116,7 @@ impl Reloader {
         Reloader {
             options,
             accounts,
+            discovery,
             metrics,
             current: Mutex::new(current),
             files: Mutex::new(files),
@@ -159,12 +163,21 @@ impl Reloader {
             .assemble_off_workers(Arc::clone(&config), base_dir(Some(path)), false)
             .await?
             .unwrap_or_default();
-        self.accounts.lock().apply(
-            prepared,
-            &config.polling,
-            &assembled.targets,
-            &HashMap::new(),
-        );
+        let schedulers = {
+            let mut accounts = self.accounts.lock();
+            accounts.apply(
+                prepared,
+                &config.polling,
+                &assembled.targets,
+                &HashMap::new(),
+            );
+            accounts.schedulers()
+        };
+        // Merging every source's listing again is work for the blocking pool.
+        let discovery = Arc::clone(&self.discovery);
+        let sources = config.discovery.clone();
+        tokio::task::spawn_blocking(move || discovery.lock().configure(&sources, schedulers))
+            .await?;
         let outcome = ReloadOutcome::Applied {
             targets: assembled.targets.len(),
             configured: assembled.total_before_shard,

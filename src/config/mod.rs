@@ -19,17 +19,18 @@ mod env;
 mod load;
 mod merge;
 mod problem;
+mod sources;
 mod types;
 mod values;
 
 pub use crate::aliyun::endpoint::{Endpoint, EndpointError, PlainHttp};
-pub use discovery::{
-    CONTAINER_FILTERS, DEFAULT_CLUSTER, DEFAULT_KEEP_FOR, DEFAULT_PAGE_SIZE, DiscoveryConfig,
-    Filter, IMAGE_FILTERS, KubernetesConfig, ListingConfig, Scanned, SourceKind, criteria_name,
-};
 pub use load::{config_dir, parse_targets};
 pub use merge::{dedupe_targets, merge_targets};
 pub use problem::{ConfigError, Location, Problem};
+pub use sources::{
+    CONTAINER_FILTERS, DEFAULT_CLUSTER, DEFAULT_KEEP_FOR, DEFAULT_PAGE_SIZE, DiscoveryConfig,
+    Filter, IMAGE_FILTERS, KubernetesConfig, ListingConfig, Scanned, SourceKind, criteria_name,
+};
 pub use types::{
     AccountConfig, Config, CredentialsConfig, DEFAULT_ACCOUNT, OidcConfig, PollingConfig,
     SasConfig, SignatureVersion, Site, Target, endpoint_host_for_region,

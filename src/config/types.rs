@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use chrono::FixedOffset;
 
-use super::discovery::DiscoveryConfig;
 use super::problem::Location;
+use super::sources::DiscoveryConfig;
 use crate::aliyun::client::ClientOptions;
 pub use crate::aliyun::credentials::{CredentialsConfig, OidcConfig};
 use crate::aliyun::endpoint::Endpoint;

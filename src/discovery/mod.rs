@@ -4,3 +4,5 @@
 
 pub(crate) mod listing;
 pub(crate) mod registry;
+pub(crate) mod sas;
+pub(crate) mod sources;

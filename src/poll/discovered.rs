@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use crate::clock::UnixSeconds;
 
-use super::store::Labels;
-
 /// Where a running container belongs: the `cluster`, `namespace` and `workload` labels of
 /// `sas_image_running_containers`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -51,7 +49,7 @@ pub struct Discovered {
     pub sources: Vec<&'static str>,
     /// The label set the sources give it (`account`, `digest`, then sorted), used when no
     /// static target configures the digest.
-    pub labels: Labels,
+    pub labels: Arc<[(Arc<str>, Arc<str>)]>,
     /// The latest `sas_images` row, when a `sas_images` source lists it.
     pub image: Option<ImageFacts>,
     /// Running containers per workload (sorted), from `sas_containers` and `kubernetes`.

@@ -10,13 +10,10 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use crate::aliyun::client::{ApiError, ErrorClass, SasClient};
-use crate::backoff::Backoff;
+use crate::backoff::API_RETRY as RETRY_BACKOFF;
 use crate::poll::scheduler::Shared;
 use crate::shutdown::Shutdown;
 
-/// Retries of retryable API errors: full jitter from 1 s, doubling up to 60 s.
-pub(crate) const RETRY_BACKOFF: Backoff =
-    Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
 /// The longest `x-acs-retry-after` that is honoured.
 const RETRY_AFTER_CAP: Duration = Duration::from_secs(60);
 

@@ -21,11 +21,10 @@ use tokio::time::Instant;
 
 use crate::aliyun::client::{ACTION, ApiError, SasClient};
 use crate::aliyun::scan::{ScanResult, ScanState, ScanStatus};
-use crate::backoff::jittered;
+use crate::backoff::{API_RETRY as RETRY_BACKOFF, jittered};
 use crate::config::{PollingConfig, Target};
 use crate::poll::discovered::SharedDiscovered;
 use crate::poll::limiter::RateLimiter;
-use crate::poll::request::RETRY_BACKOFF;
 use crate::poll::store::{Interner, Known, Store, TargetState, unix_now};
 use crate::shutdown::Shutdown;
 use crate::telemetry::{ExporterMetrics, Trigger};

@@ -335,7 +335,8 @@ fn render_at(
     html.push_str(
         "<h2>Targets</h2><table id=\"targets\"><thead><tr>\
          <th title=\"Click a header to sort\" aria-sort=\"ascending\">State</th><th>Account</th><th>Digest</th>\
-         <th>Labels</th><th>Latest scan</th><th>Poll</th><th>Last success</th><th>Last error</th>\
+         <th>Labels</th><th>Source</th><th>Vulnerabilities</th><th>Running</th><th>Latest scan</th>\
+         <th>Poll</th><th>Last success</th><th>Last error</th>\
          </tr></thead><tbody>\n",
     );
     let mut rows: Vec<&TargetState> = snapshot.targets.iter().map(|t| t.as_ref()).collect();
@@ -353,6 +354,48 @@ fn render_at(
         "</tbody></table>\n<script>{SCRIPT}</script></body></html>\n"
     );
     html
+}
+
+/// The source, vulnerability and running-container cells: where the digest comes from, and
+/// what discovery learned of it for free.
+fn discovery_cells(t: &TargetState, now: UnixSeconds) -> String {
+    let d = t.discovered.as_deref();
+    let mut sources: Vec<String> = Vec::new();
+    if t.configured {
+        sources.push("configured".to_owned());
+    }
+    if let Some(d) = d {
+        sources.extend(d.sources.iter().map(|s| (*s).to_owned()));
+        if let Some(at) = d.leaves_at {
+            sources.push(format!(
+                "<span class=\"dim\">no longer listed; leaves in {}</span>",
+                format_age((at - now).max(0.0))
+            ));
+        }
+    }
+    let vulns = match d
+        .and_then(|d| d.image.as_ref())
+        .and_then(|i| i.vulnerabilities)
+    {
+        Some(n) => format!("<td data-sort=\"{n}\">{n}</td>"),
+        None => "<td data-sort=\"-1\" class=\"dim\">unknown</td>".to_owned(),
+    };
+    let running = match d {
+        Some(d) if !d.running.is_empty() => {
+            let total: u64 = d.running.iter().map(|(_, n)| u64::from(*n)).sum();
+            let title: Vec<String> = d
+                .running
+                .iter()
+                .map(|(w, n)| format!("{}/{}/{}: {n}", w.cluster, w.namespace, w.workload))
+                .collect();
+            format!(
+                "<td data-sort=\"{total}\" title=\"{}\">{total}</td>",
+                html_escape(&title.join("; "))
+            )
+        }
+        _ => "<td data-sort=\"0\" class=\"dim\">0</td>".to_owned(),
+    };
+    format!("<td>{}</td>{vulns}{running}", sources.join(", "))
 }
 
 fn row(html: &mut String, t: &TargetState, now: UnixSeconds) {
@@ -394,10 +437,11 @@ fn row(html: &mut String, t: &TargetState, now: UnixSeconds) {
         "<td data-sort=\"1e15\" class=\"dim\">not polled yet</td>".to_owned()
     };
     let digest = html_escape(&t.digest);
+    let found = discovery_cells(t, now);
     let _ = writeln!(
         html,
         "<tr class=\"{}\"><td data-sort=\"{}\"><span class=\"badge\">{state}</span>{raw}</td>\
-         <td>{}</td><td><code class=\"digest\" title=\"{digest}\">{digest}</code></td><td>{labels}</td>{scan}<td data-sort=\"{poll_key}\">{poll}</td>{}{error}</tr>",
+         <td>{}</td><td><code class=\"digest\" title=\"{digest}\">{digest}</code></td><td>{labels}</td>{found}{scan}<td data-sort=\"{poll_key}\">{poll}</td>{}{error}</tr>",
         shown.css_class(),
         shown.severity(),
         html_escape(&t.account),

@@ -14,6 +14,7 @@ mod client;
 mod config;
 mod credentials;
 mod deploy;
+mod discovery;
 mod exporter;
 mod faults;
 mod hostile;

@@ -71,6 +71,13 @@ async fn chromium_renders_the_status_page() {
     let url = format!("http://{}/", exporter.addrs[0]);
     let dir = TempDir::new("sas-chromium");
     let digests: Vec<String> = demo_targets().into_iter().map(|t| t.digest).collect();
+    // `prod` discovers every demo image, `intl` lists four of them.
+    let mut all_rows: Vec<String> = digests
+        .iter()
+        .cloned()
+        .chain(demo.config().targets.into_iter().map(|t| t.digest))
+        .collect();
+    all_rows.sort();
 
     // A screenshot of a real page, not of an error page.
     let png = dir.path().join("status.png");
@@ -104,7 +111,7 @@ async fn chromium_renders_the_status_page() {
         assert!(dom.contains(&format!(">{d}</code>")), "{d} missing:\n{dom}");
     }
     let table = rows(&dom);
-    assert_eq!(table.len(), demo.config().targets.len());
+    assert_eq!(table.len(), all_rows.len());
     for account in ["prod", "intl"] {
         assert!(
             dom.contains(&format!("<tr><td>{account}</td>")),
@@ -121,8 +128,9 @@ async fn chromium_renders_the_status_page() {
 
     // The inline script sorts: click "Digest" (text) and then "Last success" (numeric).
     let html = get(&exporter, "/", &[]).await.body;
-    // Columns: State, Account, Digest, Labels, Latest scan, Poll, Last success, Last error.
-    for (column, clicks) in [(2, 1), (6, 1)] {
+    // Columns: State, Account, Digest, Labels, Source, Vulnerabilities, Running, Latest scan,
+    // Poll, Last success, Last error.
+    for (column, clicks) in [(2, 1), (9, 1), (5, 1)] {
         let click = format!(
             "<script>for (let i = 0; i < {clicks}; i++) document.querySelectorAll('#targets th')[{column}].click();</script></body>"
         );
@@ -138,17 +146,10 @@ async fn chromium_renders_the_status_page() {
         .await;
         let dom = String::from_utf8_lossy(&out.stdout);
         let table = rows(&dom);
-        assert_eq!(table.len(), demo.config().targets.len(), "{dom}");
+        assert_eq!(table.len(), all_rows.len(), "{dom}");
         if column == 2 {
             let shown: Vec<String> = table.iter().map(|r| digest_of(&r[2])).collect();
-            let mut sorted: Vec<String> = demo
-                .config()
-                .targets
-                .into_iter()
-                .map(|t| t.digest)
-                .collect();
-            sorted.sort();
-            assert_eq!(shown, sorted, "sorted by digest");
+            assert_eq!(shown, all_rows, "sorted by digest");
             assert!(
                 dom.contains("<th aria-sort=\"ascending\">Digest</th>"),
                 "{dom}"
@@ -157,7 +158,7 @@ async fn chromium_renders_the_status_page() {
             let keys: Vec<f64> = table.iter().map(|r| sort_key(&r[column])).collect();
             assert!(
                 keys.windows(2).all(|w| w[0] <= w[1]),
-                "sorted by age: {keys:?}"
+                "sorted by column {column}: {keys:?}"
             );
         }
     }

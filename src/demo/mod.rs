@@ -17,9 +17,12 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::config::{
-    AccountConfig, Config, CredentialsConfig, Endpoint, Location, PollingConfig, SasConfig,
-    SignatureVersion, Target,
+    AccountConfig, Config, CredentialsConfig, DEFAULT_PAGE_SIZE, DiscoveryConfig, Endpoint,
+    ListingConfig, Location, PollingConfig, SasConfig, Scanned, SignatureVersion, SourceKind,
+    Target,
 };
+
+mod listings;
 use sas_simulator::{
     Fault, FaultScope, SIM_ACCESS_KEY_ID, SIM_ACCESS_KEY_SECRET, Scenario, SimKey, Simulator,
 };
@@ -255,6 +258,18 @@ pub fn demo_targets() -> Vec<DemoTarget> {
         .collect()
 }
 
+/// The stories as the demo's listings show them.
+fn listed_stories() -> Vec<listings::Listed> {
+    STORIES
+        .iter()
+        .map(|s| listings::Listed {
+            digest: demo_digest(s.name),
+            image: s.image,
+            team: s.team,
+        })
+        .collect()
+}
+
 fn demo_digest(name: &str) -> String {
     hex::encode(Sha256::digest(format!("demo-{name}").as_bytes()))
 }
@@ -434,6 +449,8 @@ impl Demo {
         let mut intl_denied = BTreeSet::new();
         // Filled before returning, so the very first request already sees the story.
         apply(&simulator, Duration::ZERO, start_epoch_ms, &mut denied);
+        let listed = Arc::new(listed_stories());
+        listings::apply(&simulator, &listed, Duration::ZERO);
         apply(&intl, Duration::ZERO, start_epoch_ms, &mut intl_denied);
         let (driven, driven_intl) = (Arc::clone(&simulator), Arc::clone(&intl));
         let driver = tokio::spawn(async move {
@@ -443,6 +460,7 @@ impl Demo {
                 tick.tick().await;
                 let scaled = scale(started.elapsed(), speed);
                 apply(&driven, scaled, start_epoch_ms, &mut denied);
+                listings::apply(&driven, &listed, scaled);
                 apply(&driven_intl, scaled, start_epoch_ms, &mut intl_denied);
             }
         });
@@ -453,8 +471,9 @@ impl Demo {
         })
     }
 
-    /// The exporter configuration: two accounts, `prod` (China site) with every demo target and
-    /// `intl` (international site) with four of them, each pointing at its own simulator.
+    /// The exporter configuration: two accounts, each pointing at its own simulator: `prod`
+    /// (China site) discovers every demo image from Security Center's image and container
+    /// listings, `intl` (international site) watches a written list of four of them.
     pub fn config(&self) -> Config {
         let target = |(i, t): (usize, DemoTarget), account: &str| Target {
             digest: t.digest,
@@ -466,21 +485,54 @@ impl Demo {
                 column: 1,
             },
         };
-        let mut targets: Vec<Target> = demo_targets()
+        // `prod` finds its images in Security Center's listings; `intl` keeps a written list.
+        let targets: Vec<Target> = demo_targets()
             .into_iter()
             .enumerate()
-            .map(|t| target(t, "prod"))
+            .filter(|(i, _)| INTL_STORIES.contains(i))
+            .map(|t| target(t, "intl"))
             .collect();
-        targets.extend(
-            demo_targets()
-                .into_iter()
-                .enumerate()
-                .filter(|(i, _)| INTL_STORIES.contains(i))
-                .map(|t| target(t, "intl")),
-        );
+        let source = |line: usize, kind: SourceKind, keep_for: u64| DiscoveryConfig {
+            account: "prod".to_owned(),
+            kind,
+            labels: BTreeMap::new(),
+            keep_for: Duration::from_secs(keep_for),
+            location: Location {
+                file: "<demo>".to_owned(),
+                line,
+                column: 1,
+            },
+        };
+        let discovery = vec![
+            source(
+                1,
+                SourceKind::SasImages {
+                    // Small pages, so the listing visibly takes several requests.
+                    listing: ListingConfig {
+                        refresh: Duration::from_secs(10),
+                        page_size: 5,
+                        filters: Vec::new(),
+                    },
+                    scanned: Scanned::Any,
+                },
+                120,
+            ),
+            source(
+                2,
+                SourceKind::SasContainers {
+                    listing: ListingConfig {
+                        refresh: Duration::from_secs(30),
+                        page_size: DEFAULT_PAGE_SIZE,
+                        filters: Vec::new(),
+                    },
+                },
+                120,
+            ),
+        ];
         // Faster than production so the demo visibly moves; still well inside the rate limit.
+        // With discovery, `interval` is only the safety net: changes come from the listing.
         let polling = PollingConfig {
-            interval: Duration::from_secs(60),
+            interval: Duration::from_secs(600),
             active_interval: Duration::from_secs(5),
             concurrency: 4,
             requests_per_second: 5.0,
@@ -528,7 +580,7 @@ impl Demo {
             polling,
             targets,
             target_files: Vec::new(),
-            discovery: Vec::new(),
+            discovery,
             state_file: None,
         }
     }
@@ -889,11 +941,19 @@ mod tests {
             cfg.accounts[1].sas.endpoint.as_ref().map(Endpoint::as_str),
             Some(demo.intl.url().as_str())
         );
-        assert_eq!(cfg.targets.len(), 12 + INTL_STORIES.len());
+        // `prod` discovers the twelve images; `intl` lists four.
+        assert_eq!(cfg.targets.len(), INTL_STORIES.len());
+        assert_eq!(
+            cfg.discovery
+                .iter()
+                .map(|d| (d.account.as_str(), d.source_name()))
+                .collect::<Vec<_>>(),
+            [("prod", "sas_images"), ("prod", "sas_containers")]
+        );
         let client = demo_client(&cfg).await;
 
         let mut seen = Vec::new();
-        for (i, target) in cfg.targets.iter().take(12).enumerate() {
+        for (i, target) in demo_targets().iter().enumerate() {
             let story = &STORIES[i];
             match client.describe_image_latest_scan_task(&target.digest).await {
                 Ok(result) => {

@@ -1,0 +1,255 @@
+//! The `sas_images` and `sas_containers` sources: every page of Security Center's listing,
+//! through the account's token bucket, every `refresh`; rows re-checked against the filters
+//! exactly, since the service may match them fuzzily.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::aliyun::client::{ApiError, CONTAINERS_ACTION, IMAGES_ACTION};
+use crate::aliyun::listing::{Criterion, ListQuery, ScannedFilter};
+use crate::aliyun::paging::{ListError, list_all};
+use crate::aliyun::rows::{ContainerRow, ImageRow};
+use crate::config::{DiscoveryConfig, Filter, ListingConfig, Scanned, SourceKind};
+use crate::discovery::listing::{Finding, ImageFacts, Listing, Reporter, Workload};
+use crate::poll::scheduler::Scheduler;
+use crate::shutdown::Shutdown;
+
+/// The least pause between two listings of one source.
+const MIN_PAUSE: Duration = Duration::from_millis(100);
+
+/// Lists the source every `refresh` until shutdown, reporting each complete listing (or why
+/// there is none this time).
+pub(crate) async fn run(
+    config: DiscoveryConfig,
+    scheduler: Scheduler,
+    reporter: Reporter,
+    mut shutdown: Shutdown,
+) {
+    let (listing, scanned, images) = match &config.kind {
+        SourceKind::SasImages { listing, scanned } => (listing.clone(), *scanned, true),
+        SourceKind::SasContainers { listing } => (listing.clone(), Scanned::Any, false),
+        SourceKind::Kubernetes(_) => return,
+    };
+    let criteria: Vec<Criterion> = listing
+        .filters
+        .iter()
+        .map(|f| Criterion {
+            name: f.name.clone(),
+            value: f.value.clone(),
+        })
+        .collect();
+    loop {
+        let started = Instant::now();
+        let outcome = if images {
+            list_images(&scheduler, &listing, &criteria, scanned, &mut shutdown).await
+        } else {
+            list_containers(&scheduler, &listing, &criteria, &mut shutdown).await
+        };
+        match outcome {
+            None => return,
+            Some(Ok(found)) => {
+                tracing::debug!(source = config.source_name(), account = %config.account, digests = found.len(), took = ?started.elapsed(), "listed");
+                reporter.complete(found);
+            }
+            Some(Err(e)) => reporter.failed(e),
+        }
+        let wait = listing.refresh.saturating_sub(started.elapsed());
+        // A floor, so a listing slower than its refresh still leaves room for the polls.
+        if !shutdown.tick(wait.max(MIN_PAUSE)).await {
+            return;
+        }
+    }
+}
+
+fn query<'a>(
+    criteria: &'a [Criterion],
+    page: u32,
+    config: &ListingConfig,
+    scanned: Scanned,
+) -> ListQuery<'a> {
+    ListQuery {
+        page,
+        page_size: config.page_size,
+        criteria,
+        logical_and: true,
+        scanned: match scanned {
+            Scanned::Any => ScannedFilter::Any,
+            Scanned::Scanned => ScannedFilter::Scanned,
+            Scanned::Unscanned => ScannedFilter::Unscanned,
+        },
+    }
+}
+
+/// What a page request answers once shutdown cut it short; the listing is abandoned anyway.
+fn shutting_down() -> ApiError {
+    ApiError::Connect("the exporter is shutting down".to_owned())
+}
+
+async fn list_images(
+    scheduler: &Scheduler,
+    config: &ListingConfig,
+    criteria: &[Criterion],
+    scanned: Scanned,
+    shutdown: &mut Shutdown,
+) -> Option<Result<Listing, ListError>> {
+    let mut stop = shutdown.clone();
+    let listed = tokio::select! {
+        biased;
+        _ = stop.wait() => return None,
+        r = list_all(config.page_size, |page| {
+            let mut shutdown = shutdown.clone();
+            async move {
+                let q = query(criteria, page, config, scanned);
+                scheduler
+                    .request(IMAGES_ACTION, "image listing", &mut shutdown, |client| {
+                        async move { client.describe_image_instances(&q).await }
+                    })
+                    .await
+                    .unwrap_or_else(|| Err(shutting_down()))
+            }
+        }) => r,
+    };
+    Some(listed.map(|l| images_listing(l.rows, &config.filters)))
+}
+
+async fn list_containers(
+    scheduler: &Scheduler,
+    config: &ListingConfig,
+    criteria: &[Criterion],
+    shutdown: &mut Shutdown,
+) -> Option<Result<Listing, ListError>> {
+    let mut stop = shutdown.clone();
+    let listed = tokio::select! {
+        biased;
+        _ = stop.wait() => return None,
+        r = list_all(config.page_size, |page| {
+            let mut shutdown = shutdown.clone();
+            async move {
+                let q = query(criteria, page, config, Scanned::Any);
+                scheduler
+                    .request(CONTAINERS_ACTION, "container listing", &mut shutdown, |client| {
+                        async move { client.describe_container_instances(&q).await }
+                    })
+                    .await
+                    .unwrap_or_else(|| Err(shutting_down()))
+            }
+        }) => r,
+    };
+    Some(listed.map(|l| containers_listing(l.rows, &config.filters)))
+}
+
+/// True when every filter equals the row's field exactly. A filter on a field the rows do not
+/// carry (`fields` does not name it) cannot be re-checked and is left to the service; a row
+/// without a field it does carry does not match.
+fn matches<'r>(
+    filters: &[Filter],
+    fields: &[&str],
+    field: impl Fn(&str) -> Option<&'r str>,
+) -> bool {
+    filters.iter().all(|f| {
+        if !fields.contains(&f.name.as_str()) {
+            return true;
+        }
+        let Some(v) = field(&f.name) else {
+            return false;
+        };
+        if matches!(f.name.as_str(), "digest" | "imageDigest") {
+            // Rows carry the bare lower-case form; a filter may be written with `sha256:`.
+            let want = f.value.strip_prefix("sha256:").unwrap_or(&f.value);
+            v.eq_ignore_ascii_case(want)
+        } else {
+            v == f.value
+        }
+    })
+}
+
+/// `namespace/name:tag`, leaving out what the row does not say.
+fn image_name(namespace: &str, name: &str, tag: &str) -> Option<String> {
+    if name.is_empty() {
+        return None;
+    }
+    let mut s = String::new();
+    if !namespace.is_empty() {
+        s.push_str(namespace);
+        s.push('/');
+    }
+    s.push_str(name);
+    if !tag.is_empty() {
+        s.push(':');
+        s.push_str(tag);
+    }
+    Some(s)
+}
+
+/// One finding per digest; of the rows that share a digest (one per tag), the scan facts of
+/// the latest scan.
+pub(crate) fn images_listing(rows: Vec<ImageRow>, filters: &[Filter]) -> Listing {
+    let mut out = Listing::new();
+    for row in rows {
+        if !matches(filters, ImageRow::FIELDS, |name| row.field(name)) {
+            continue;
+        }
+        let facts = ImageFacts {
+            sca_status: row.sca_status.clone().unwrap_or_default(),
+            last_scan_ms: row.last_scan_time_ms,
+            vulnerabilities: row.vul_count,
+            baseline_risks: row.hc_count,
+            security_alerts: row.alarm_count,
+        };
+        let finding: &mut Finding = out.entry(row.digest.clone()).or_default();
+        if let Some(name) = image_name(
+            row.repo_namespace.as_deref().unwrap_or(""),
+            row.repo_name.as_deref().unwrap_or(""),
+            row.tag.as_deref().unwrap_or(""),
+        ) {
+            finding.images.insert(name);
+        }
+        let later = finding
+            .row
+            .as_ref()
+            .is_none_or(|f| facts.last_scan_ms > f.last_scan_ms);
+        if later {
+            finding.row = Some(facts);
+        }
+    }
+    out
+}
+
+/// One finding per digest, counting each row (a running container) under its workload.
+pub(crate) fn containers_listing(rows: Vec<ContainerRow>, filters: &[Filter]) -> Listing {
+    let mut out = Listing::new();
+    for row in rows {
+        if !matches(filters, ContainerRow::FIELDS, |name| row.field(name)) {
+            continue;
+        }
+        let text = |v: &Option<String>| v.clone().unwrap_or_default();
+        let cluster = row
+            .cluster_name
+            .clone()
+            .filter(|c| !c.is_empty())
+            .unwrap_or_else(|| text(&row.cluster_id));
+        let workload = row
+            .app_name
+            .clone()
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| text(&row.pod));
+        let finding = out.entry(row.image_digest.clone()).or_default();
+        let name = image_name(
+            row.image_repo_namespace.as_deref().unwrap_or(""),
+            row.image_repo_name.as_deref().unwrap_or(""),
+            row.image_repo_tag.as_deref().unwrap_or(""),
+        )
+        .or_else(|| row.image.clone().filter(|i| !i.is_empty()));
+        if let Some(name) = name {
+            finding.images.insert(name);
+        }
+        let w = Workload {
+            cluster,
+            namespace: text(&row.namespace),
+            workload,
+        };
+        *finding.running.entry(w).or_insert(0) += 1;
+    }
+    out
+}

@@ -1,0 +1,619 @@
+//! Discovery from Security Center end to end: the exporter lists the simulator's images and
+//! containers over HTTP, merges them with configured targets, polls only what changed, keeps
+//! what a failed listing would lose, lets vanished digests linger for `keep_for`, and carries
+//! it all across reloads and restarts.
+
+use crate::common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use sas_image_scan_exporter::app::{Exporter, Options};
+use sas_image_scan_exporter::config::{
+    Config, ConfigError, DEFAULT_ACCOUNT, DiscoveryConfig, Filter, ListingConfig, Location,
+    Scanned, SourceKind,
+};
+use sas_simulator::{
+    ContainerInstance, Fault, FaultScope, ImageInstance, SIM_ACCESS_KEY_ID, SIM_ACCESS_KEY_SECRET,
+    Scenario, Simulator,
+};
+
+const IMAGES: &str = "DescribeImageInstances";
+const CONTAINERS: &str = "DescribeContainerInstances";
+
+fn here() -> Location {
+    Location {
+        file: "test".into(),
+        line: 1,
+        column: 1,
+    }
+}
+
+fn listing(refresh_ms: u64, page_size: u32, filters: &[(&str, &str)]) -> ListingConfig {
+    ListingConfig {
+        refresh: Duration::from_millis(refresh_ms),
+        page_size,
+        filters: filters
+            .iter()
+            .map(|(n, v)| Filter {
+                name: (*n).to_owned(),
+                value: (*v).to_owned(),
+            })
+            .collect(),
+    }
+}
+
+fn images_source(
+    listing: ListingConfig,
+    labels: &[(&str, &str)],
+    keep_for: Duration,
+) -> DiscoveryConfig {
+    DiscoveryConfig {
+        account: DEFAULT_ACCOUNT.into(),
+        kind: SourceKind::SasImages {
+            listing,
+            scanned: Scanned::Any,
+        },
+        labels: labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        keep_for,
+        location: here(),
+    }
+}
+
+fn image(d: &str, ns: &str, name: &str, tag: &str, vulns: i64, scanned_ms: i64) -> ImageInstance {
+    ImageInstance {
+        sca_status: Some("SUCCESS".into()),
+        last_scan_time: Some(scanned_ms),
+        vul_count: Some(vulns),
+        hc_count: Some(1),
+        alarm_count: Some(0),
+        ..ImageInstance::new(d, ns, name, tag)
+    }
+}
+
+fn discovery_config(sim: &Simulator, sources: Vec<DiscoveryConfig>) -> Config {
+    Config {
+        discovery: sources,
+        ..config(sim, Vec::new(), polling(3600, 3600, 200.0, 4))
+    }
+}
+
+/// The value of the one sample whose series starts with `prefix` and holds every `part`.
+fn value(body: &str, name: &str, parts: &[&str]) -> Option<f64> {
+    samples(body)
+        .into_iter()
+        .find(|(series, _)| {
+            series.split('{').next() == Some(name) && parts.iter().all(|p| series.contains(p))
+        })
+        .map(|(_, v)| v)
+}
+
+/// The digests that carry `name` series.
+fn digests_of(body: &str, name: &str) -> Vec<String> {
+    let mut out: Vec<String> = samples(body)
+        .keys()
+        .filter(|s| s.split('{').next() == Some(name))
+        .filter_map(|s| {
+            let rest = s.split("digest=\"").nth(1)?;
+            Some(rest.split('"').next()?.to_owned())
+        })
+        .collect();
+    out.dedup();
+    out
+}
+
+async fn scrape(exporter: &Exporter) -> String {
+    get(exporter, "/metrics", &[]).await.body
+}
+
+async fn wait_metric(exporter: &Exporter, what: &str, f: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let body = scrape(exporter).await;
+        if f(&body) {
+            return body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}; last body:\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_page_listing_with_filters_gives_exact_digests_and_labels() {
+    let sim = Simulator::start(Scenario::default()).await.expect("sim");
+    let (d1, d2, d3, d4) = (digest(1), digest(2), digest(3), digest(4));
+    sim.set_images(vec![
+        image(&d1, "payments", "cart", "1.4.2", 3, 1_700_000_000_000),
+        // One digest under two tags: the smaller name is the `image` label.
+        image(&d2, "payments", "cart", "1.5.0", 0, 1_700_000_100_000),
+        image(&d2, "payments", "cart", "1.5.0-rc1", 0, 1_700_000_100_000),
+        // The service matches fuzzily: `payments-old` comes back, the exporter drops it.
+        image(&d3, "payments-old", "cart", "0.9", 7, 1_600_000_000_000),
+        image(&d4, "payments", "cart", "2.0", 1, 1_700_000_200_000),
+        image(&digest(5), "search", "cart", "1", 2, 1_700_000_000_000),
+        image(&digest(6), "search", "cart", "2", 2, 1_700_000_000_000),
+    ]);
+    let source = images_source(
+        listing(300, 2, &[("repoNamespace", "payments")]),
+        &[("team", "payments")],
+        Duration::from_secs(3600),
+    );
+    let exporter = start(&discovery_config(&sim, vec![source])).await;
+    let body = wait_metric(&exporter, "four digests polled", |b| {
+        digests_of(b, "sas_image_scan_up").len() == 3
+    })
+    .await;
+    let mut want = vec![d1.clone(), d2.clone(), d4.clone()];
+    want.sort();
+    assert_eq!(digests_of(&body, "sas_image_vulnerabilities"), want);
+    assert_eq!(
+        value(
+            &body,
+            "sas_image_vulnerabilities",
+            &[
+                &format!("digest=\"{d1}\""),
+                "image=\"payments/cart:1.4.2\"",
+                "team=\"payments\""
+            ]
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        value(
+            &body,
+            "sas_image_scan_up",
+            &[&format!("digest=\"{d2}\""), "image=\"payments/cart:1.5.0\""]
+        ),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        value(
+            &body,
+            "sas_image_last_scan_timestamp_seconds",
+            &[&format!("digest=\"{d4}\"")]
+        ),
+        Some(1_700_000_200.0)
+    );
+    assert_eq!(
+        value(
+            &body,
+            "sas_image_baseline_risks",
+            &[&format!("digest=\"{d4}\"")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &body,
+            "sas_exporter_discovery_targets",
+            &["source=\"sas_images\"", "account=\"default\""]
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        value(
+            &body,
+            "sas_exporter_discovery_up",
+            &["source=\"sas_images\""]
+        ),
+        Some(1.0)
+    );
+    // The filter goes to the service as Criteria: five matching rows at two per page are three
+    // pages per listing (all seven rows would be four).
+    let pages: Vec<u32> = sim
+        .log()
+        .into_iter()
+        .filter(|e| e.action.as_deref() == Some(IMAGES))
+        .filter_map(|e| e.page)
+        .collect();
+    assert_eq!(pages.iter().max(), Some(&3), "{pages:?}");
+    assert!(pages.len() >= 3);
+    assert_eq!(promtool_check(&body), "");
+    exporter.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_row_triggers_exactly_one_task_request() {
+    let sim = Simulator::start(Scenario::default()).await.expect("sim");
+    let digests: Vec<String> = (10..16).map(digest).collect();
+    sim.set_images(
+        digests
+            .iter()
+            .map(|d| image(d, "ns", "app", &d[..6], 0, 1_700_000_000_000))
+            .collect(),
+    );
+    let source = images_source(listing(200, 4, &[]), &[], Duration::from_secs(3600));
+    let exporter = start(&discovery_config(&sim, vec![source])).await;
+    wait_for("every digest polled once", || {
+        digests.iter().all(|d| sim.requests_for(d) == 1)
+    })
+    .await;
+    // Several refreshes with nothing changed: no task request at all.
+    let listings = sim.requests_for_action(IMAGES);
+    wait_for("three more listings", || {
+        sim.requests_for_action(IMAGES) >= listings + 6
+    })
+    .await;
+    assert!(digests.iter().all(|d| sim.requests_for(d) == 1));
+    // One scan ends with a new time: one request for that digest, within about one refresh.
+    let changed = &digests[3];
+    sim.upsert_image(image(
+        changed,
+        "ns",
+        "app",
+        &changed[..6],
+        2,
+        1_700_000_500_000,
+    ));
+    let started = std::time::Instant::now();
+    wait_for("the changed digest polled again", || {
+        sim.requests_for(changed) == 2
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    let listings = sim.requests_for_action(IMAGES);
+    wait_for("two more listings", || {
+        sim.requests_for_action(IMAGES) >= listings + 4
+    })
+    .await;
+    let counts: BTreeMap<&str, u64> = digests
+        .iter()
+        .map(|d| (d.as_str(), sim.requests_for(d)))
+        .collect();
+    let expected: BTreeMap<&str, u64> = digests
+        .iter()
+        .map(|d| (d.as_str(), if d == changed { 2 } else { 1 }))
+        .collect();
+    assert_eq!(counts, expected);
+    let body = scrape(&exporter).await;
+    assert_eq!(
+        value(
+            &body,
+            "sas_exporter_refresh_triggers_total",
+            &["reason=\"new\""]
+        ),
+        Some(6.0)
+    );
+    assert_eq!(
+        value(
+            &body,
+            "sas_exporter_refresh_triggers_total",
+            &["reason=\"changed\""]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &body,
+            "sas_image_vulnerabilities",
+            &[&format!("digest=\"{changed}\"")]
+        ),
+        Some(2.0)
+    );
+    exporter.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_page_keeps_the_previous_listing_and_keep_for_expires_vanished_digests() {
+    let sim = Simulator::start(Scenario::default()).await.expect("sim");
+    let digests: Vec<String> = (20..25).map(digest).collect();
+    sim.set_images(
+        digests
+            .iter()
+            .map(|d| image(d, "ns", "app", &d[..4], 1, 1_700_000_000_000))
+            .collect(),
+    );
+    let source = images_source(listing(200, 2, &[]), &[], Duration::from_millis(1500));
+    let exporter = start(&discovery_config(&sim, vec![source])).await;
+    wait_metric(&exporter, "five digests", |b| {
+        digests_of(b, "sas_image_vulnerabilities").len() == 5
+    })
+    .await;
+    // Page 2 of every listing fails: nothing is lost, the source says it is down.
+    sim.inject(
+        FaultScope::page(IMAGES, 2),
+        Fault::error(503, "ServiceUnavailable"),
+    );
+    sim.remove_images(&digests[0]);
+    let body = wait_metric(&exporter, "the source down", |b| {
+        value(b, "sas_exporter_discovery_up", &["source=\"sas_images\""]) == Some(0.0)
+    })
+    .await;
+    assert_eq!(
+        digests_of(&body, "sas_image_vulnerabilities").len(),
+        5,
+        "{body}"
+    );
+    let listings = sim.requests_for_action(IMAGES);
+    wait_for("more failed listings", || {
+        sim.requests_for_action(IMAGES) >= listings + 4
+    })
+    .await;
+    assert_eq!(
+        digests_of(&scrape(&exporter).await, "sas_image_vulnerabilities").len(),
+        5
+    );
+    // Back to normal: the removed digest is no longer listed, keeps its series for keep_for…
+    sim.clear_faults();
+    let body = wait_metric(&exporter, "the source up", |b| {
+        value(b, "sas_exporter_discovery_up", &["source=\"sas_images\""]) == Some(1.0)
+    })
+    .await;
+    assert_eq!(
+        value(
+            &body,
+            "sas_exporter_discovery_targets",
+            &["source=\"sas_images\""]
+        ),
+        Some(4.0)
+    );
+    assert!(
+        digests_of(&body, "sas_image_scan_up").contains(&digests[0]),
+        "lingers: {body}"
+    );
+    // … then leaves /metrics.
+    let body = wait_metric(&exporter, "the vanished digest gone", |b| {
+        !digests_of(b, "sas_image_scan_up").contains(&digests[0])
+    })
+    .await;
+    assert_eq!(digests_of(&body, "sas_image_scan_up").len(), 4);
+    exporter.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_targets_win_and_sas_containers_count_running_containers() {
+    let sim = Simulator::start(Scenario::default()).await.expect("sim");
+    let (d1, d2) = (digest(31), digest(32));
+    let container = |d: &str, cluster: &str, ns: &str, app: &str, pod: &str| ContainerInstance {
+        cluster_id: Some(format!("c-{cluster}")),
+        cluster_name: Some(cluster.into()),
+        namespace: Some(ns.into()),
+        app_name: Some(app.into()),
+        pod: Some(pod.into()),
+        container_id: Some(format!("{pod}-c")),
+        image_digest: Some(format!("sha256:{d}")),
+        image_repo_namespace: Some("shop".into()),
+        image_repo_name: Some(app.into()),
+        image_repo_tag: Some("1".into()),
+        ..ContainerInstance::default()
+    };
+    sim.set_containers(vec![
+        container(&d1, "ack-prod", "prod", "web", "web-1"),
+        container(&d1, "ack-prod", "prod", "web", "web-2"),
+        container(&d1, "ack-prod", "staging", "web", "web-3"),
+        container(&d2, "ack-prod", "prod", "api", "api-1"),
+        // A fuzzy match of the cluster filter, dropped by the exact check.
+        container(&d2, "ack-prod-2", "prod", "api", "api-9"),
+    ]);
+    let source = DiscoveryConfig {
+        account: DEFAULT_ACCOUNT.into(),
+        kind: SourceKind::SasContainers {
+            listing: listing(300, 2, &[("clusterName", "ack-prod")]),
+        },
+        labels: BTreeMap::new(),
+        keep_for: Duration::from_secs(3600),
+        location: here(),
+    };
+    let config = Config {
+        targets: vec![target(&d2, "configured")],
+        ..discovery_config(&sim, vec![source])
+    };
+    let exporter = start(&config).await;
+    let body = wait_metric(&exporter, "running containers", |b| {
+        digests_of(b, "sas_image_running_containers").len() == 2
+    })
+    .await;
+    let running: BTreeMap<String, f64> = samples(&body)
+        .into_iter()
+        .filter(|(s, _)| s.starts_with("sas_image_running_containers{"))
+        .collect();
+    let expected: BTreeMap<String, f64> = [
+        (format!("sas_image_running_containers{{account=\"default\",digest=\"{d1}\",cluster=\"ack-prod\",namespace=\"prod\",workload=\"web\"}}"), 2.0),
+        (format!("sas_image_running_containers{{account=\"default\",digest=\"{d1}\",cluster=\"ack-prod\",namespace=\"staging\",workload=\"web\"}}"), 1.0),
+        (format!("sas_image_running_containers{{account=\"default\",digest=\"{d2}\",cluster=\"ack-prod\",namespace=\"prod\",workload=\"api\"}}"), 1.0),
+    ]
+    .into();
+    assert_eq!(running, expected);
+    // The configured target keeps its own labels; the discovered one gets the image name.
+    assert_eq!(
+        value(
+            &body,
+            "sas_image_scan_up",
+            &[
+                &format!("digest=\"{d2}\""),
+                "image=\"registry.example.com/app:configured\""
+            ]
+        ),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        value(
+            &body,
+            "sas_image_scan_up",
+            &[&format!("digest=\"{d1}\""), "image=\"shop/web:1\""]
+        ),
+        Some(1.0)
+    );
+    assert!(sim.requests_for_action(CONTAINERS) >= 3);
+    exporter.shutdown().await;
+}
+
+fn set_private(path: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+}
+
+fn write_config(dir: &Path, sim: &Simulator, extra: &str) -> std::path::PathBuf {
+    std::fs::write(dir.join("secret"), SIM_ACCESS_KEY_SECRET).expect("secret");
+    set_private(&dir.join("secret"));
+    let yaml = format!(
+        "sas:\n  endpoint: {}\n  timeout: 2s\ncredentials:\n  access_key_id: {SIM_ACCESS_KEY_ID}\n  access_key_secret_file: {}\npolling:\n  interval: 1h\n  active_interval: 1h\n  requests_per_second: 100\n{extra}",
+        sim.url(),
+        dir.join("secret").display()
+    );
+    let path = dir.join("config.yml");
+    std::fs::write(&path, yaml).expect("config");
+    path
+}
+
+async fn start_from(path: &Path) -> Exporter {
+    let config = Config::load(path).expect("valid config");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    Exporter::start(
+        &config,
+        vec![listener],
+        Options {
+            config_path: Some(path.to_owned()),
+            ..Options::default()
+        },
+    )
+    .await
+    .expect("exporter starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_and_restart_keep_discovered_targets() {
+    let sim = Simulator::start(Scenario::default()).await.expect("sim");
+    let digests: Vec<String> = (40..44).map(digest).collect();
+    sim.set_images(
+        digests
+            .iter()
+            .map(|d| image(d, "ns", "app", &d[..4], 4, 1_700_000_000_000))
+            .collect(),
+    );
+    let dir = TempDir::new("discovery");
+    let state = dir.path().join("state.json");
+    let path = write_config(
+        dir.path(),
+        &sim,
+        &format!(
+            "state_file: {}\ndiscovery:\n  - source: sas_images\n    refresh: 10s\n    labels: {{team: a}}\n",
+            state.display()
+        ),
+    );
+    let first = start_from(&path).await;
+    wait_for("every digest polled", || {
+        digests.iter().all(|d| sim.requests_for(d) == 1)
+    })
+    .await;
+    wait_metric(&first, "labels", |b| {
+        digests_of(b, "sas_image_scan_up").len() == 4 && b.contains("team=\"a\"")
+    })
+    .await;
+    // A reload that changes the source's labels keeps its listing and polls nothing again.
+    std::fs::write(
+        &path,
+        std::fs::read_to_string(&path)
+            .expect("config")
+            .replace("team: a", "team: b"),
+    )
+    .expect("rewrite");
+    let listings = sim.requests_for_action(IMAGES);
+    first.reload().await.expect("reload");
+    let body = scrape(&first).await;
+    assert_eq!(digests_of(&body, "sas_image_scan_up").len(), 4);
+    assert!(
+        body.contains("team=\"b\"") && !body.contains("team=\"a\""),
+        "{body}"
+    );
+    assert_eq!(sim.requests_for_action(IMAGES), listings, "no new listing");
+    assert!(digests.iter().all(|d| sim.requests_for(d) == 1));
+    let before = samples(&body);
+    first.shutdown().await;
+
+    // A restart with the API down: every discovered target and its free series are back at
+    // once, and nothing is polled again.
+    sim.inject(FaultScope::Global, Fault::error(503, "ServiceUnavailable"));
+    let second = start_from(&path).await;
+    let body = scrape(&second).await;
+    let restored = samples(&body);
+    for name in [
+        "sas_image_scan_up",
+        "sas_image_vulnerabilities",
+        "sas_image_scan_status",
+    ] {
+        let pick = |m: &BTreeMap<String, f64>| -> BTreeMap<String, f64> {
+            m.iter()
+                .filter(|(k, _)| k.starts_with(&format!("{name}{{")))
+                .map(|(k, v)| (k.clone(), *v))
+                .collect()
+        };
+        assert_eq!(pick(&restored), pick(&before), "{name}");
+    }
+    assert_eq!(get(&second, "/-/ready", &[]).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(digests.iter().all(|d| sim.requests_for(d) == 1));
+    sim.clear_faults();
+    second.shutdown().await;
+}
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn problems(yaml: &str) -> Vec<(usize, usize, String)> {
+    match Config::parse(yaml, "d.yml", &no_env) {
+        Ok(c) => panic!("expected problems, got {c:?}"),
+        Err(ConfigError::Invalid(problems)) => problems
+            .into_iter()
+            .map(|p| (p.location.line, p.location.column, p.message))
+            .collect(),
+        Err(e) => panic!("expected located problems, got {e}"),
+    }
+}
+
+#[test]
+fn every_discovery_key_is_validated_with_its_location() {
+    let yaml = "discovery:
+  - source: sas_images
+    refresh: 5s
+    page_size: 501
+    filters: {repo_namespace: payments, cluster_id: c1}
+    scanned: maybe
+    labels: {digest: x}
+    keep_for: forever
+  - source: sas_containers
+    filters: {namespace: ''}
+  - source: kubernetes
+    namespaces: [prod, Prod, prod]
+    label_selector: 'app in (a,b'
+    refresh: 1m
+  - source: docker
+  - {}
+";
+    let got = problems(yaml);
+    let want = vec![
+        (3, 14, "discovery[0].refresh: must be at least 10s, got 5s".to_owned()),
+        (4, 16, "discovery[0].page_size: expected an integer from 1 to 500, got \"501\"".to_owned()),
+        (5, 41, format!("discovery[0].filters: unknown filter \"cluster_id\" (expected one of: {})", sas_image_scan_exporter::config::IMAGE_FILTERS.join(", "))),
+        (6, 14, "discovery[0].scanned: expected one of any, scanned, unscanned, got \"maybe\"".to_owned()),
+        (7, 14, "discovery[0].labels: label name \"digest\" is used by the exporter itself (reserved: account, digest, status, task_id, task_name, task_type, source, target_type, raw_status, id, action, code)".to_owned()),
+        (8, 15, "discovery[0].keep_for: expected a duration such as 30s, 5m or 1h30m, got \"forever\"".to_owned()),
+        (10, 26, "discovery[1].filters.namespace: a filter value must not be empty".to_owned()),
+        (12, 24, "discovery[2].namespaces[1]: expected a namespace name (lower-case letters, digits and '-', at most 63), got \"Prod\"".to_owned()),
+        (12, 30, "discovery[2].namespaces[2]: namespace \"prod\" is listed twice".to_owned()),
+        (13, 21, "discovery[2].label_selector: expected a Kubernetes label selector such as app=web,tier!=cache, got \"app in (a,b\"".to_owned()),
+        (14, 5, "unknown key \"refresh\" in discovery[2] (expected one of: source, account, labels, keep_for, kubeconfig, cluster, namespaces, label_selector)".to_owned()),
+        (15, 13, "discovery[3].source: unknown source \"docker\" (expected sas_images, sas_containers or kubernetes)".to_owned()),
+        (16, 5, "discovery[4]: source is required (sas_images, sas_containers or kubernetes)".to_owned()),
+    ];
+    let mut got_sorted = got.clone();
+    got_sorted.sort();
+    assert_eq!(got_sorted, want, "{got:#?}");
+}
