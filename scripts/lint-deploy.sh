@@ -111,7 +111,7 @@ render_all() {
   have_kustomize || return 1
   mkdir -p "$work/rendered" "$work/combo"
   local name dir ok=0
-  for name in base overlays/sharded overlays/rrsa monitoring; do
+  for name in base overlays/sharded overlays/rrsa overlays/kubernetes-discovery monitoring; do
     dir=deploy/kubernetes/$name
     if ! kubectl kustomize "$dir" >"$work/rendered/${name//\//-}.yaml" 2>"$work/kustomize.err"; then
       cat "$work/kustomize.err"
@@ -235,7 +235,7 @@ if rule is not None:
 # --- Every workload: what its volumes refer to exists, its pods match the Service and the
 # --- NetworkPolicy, and the ServiceMonitor finds the Service.
 monitor = one("monitoring", "ServiceMonitor")
-for name in ("base", "overlays-sharded", "overlays-rrsa", "sharded-rrsa"):
+for name in ("base", "overlays-sharded", "overlays-rrsa", "sharded-rrsa", "overlays-kubernetes-discovery"):
     objs = docs[name]
     by_kind = {}
     for d in objs:
@@ -349,6 +349,35 @@ for name in ("overlays-rrsa", "sharded-rrsa"):
     ns = one(name, "Namespace")
     if ns is not None and ns["metadata"].get("labels", {}).get("pod-identity.alibabacloud.com/injection") != "on":
         problems.append(f"{name}: the namespace lacks the label pod-identity.alibabacloud.com/injection: \"on\"")
+
+# --- RBAC: only pod discovery has any, and it is exactly get, list, watch on pods, bound to the
+# --- exporter's service account, whose token the pods then mount.
+RBAC_KINDS = ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding")
+for name in ("base", "overlays-sharded", "overlays-rrsa", "sharded-rrsa"):
+    if any(d["kind"] in RBAC_KINDS for d in docs[name]):
+        problems.append(f"{name}: has RBAC objects, but only pod discovery needs any")
+name = "overlays-kubernetes-discovery"
+roles = [d for d in docs[name] if d["kind"] in ("Role", "ClusterRole")]
+bindings = [d for d in docs[name] if d["kind"] in ("RoleBinding", "ClusterRoleBinding")]
+want_rules = [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]
+if not roles:
+    problems.append(f"{name}: no Role or ClusterRole for the pod watch")
+for r in roles:
+    rules = [{k: sorted(v) for k, v in rule.items()} for rule in r.get("rules", [])]
+    if rules != [{k: sorted(v) for k, v in w.items()} for w in want_rules]:
+        problems.append(f"{name}: {r['kind']} {r['metadata']['name']} grants {rules}, not exactly get, list, watch on pods")
+for b in bindings:
+    if b["roleRef"]["name"] not in {r["metadata"]["name"] for r in roles}:
+        problems.append(f"{name}: {b['kind']} {b['metadata']['name']} binds a role this overlay does not define")
+    subjects = [(s.get("kind"), s.get("name"), s.get("namespace")) for s in b.get("subjects", [])]
+    if subjects != [("ServiceAccount", "sas-image-scan-exporter", "sas-image-scan-exporter")]:
+        problems.append(f"{name}: {b['kind']} {b['metadata']['name']} binds {subjects}, not only the exporter's service account")
+dep = one(name, "Deployment")
+if dep is not None and dep["spec"]["template"]["spec"].get("automountServiceAccountToken") is not True:
+    problems.append(f"{name}: the pods do not mount the service account token the pod watch needs")
+cfg = config_of(name)
+if cfg is None or not any(s.get("source") == "kubernetes" for s in cfg.get("discovery", [])):
+    problems.append(f"{name}: its config has no kubernetes discovery source")
 
 for p in problems:
     print("   " + p)
