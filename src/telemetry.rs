@@ -99,6 +99,19 @@ pub(crate) struct SourceHealth {
     pub(crate) targets: usize,
 }
 
+/// A discovery source as the status page lists it.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct SourceRow {
+    /// The `source` label value.
+    pub(crate) source: &'static str,
+    /// The account it discovers for.
+    pub(crate) account: String,
+    /// Its state.
+    pub(crate) health: SourceHealth,
+    /// Why its last listing failed, while it fails.
+    pub(crate) error: Option<String>,
+}
+
 fn duration_histogram() -> Histogram {
     Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
 }
@@ -123,6 +136,8 @@ pub struct ExporterMetrics {
     discovery_up: Family<SourceLabels, Gauge>,
     discovery_success: Family<SourceLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     discovery_targets: Family<SourceLabels, Gauge>,
+    /// Every configured discovery source, for the status page.
+    sources: Mutex<Vec<SourceRow>>,
 }
 
 impl Default for ExporterMetrics {
@@ -143,6 +158,7 @@ impl Default for ExporterMetrics {
             discovery_up: Family::default(),
             discovery_success: Family::default(),
             discovery_targets: Family::default(),
+            sources: Mutex::new(Vec::new()),
         }
     }
 }
@@ -317,6 +333,16 @@ impl ExporterMetrics {
         self.discovery_targets
             .get_or_create(&labels)
             .set(i64::try_from(h.targets).unwrap_or(i64::MAX));
+    }
+
+    /// Replaces the list of discovery sources the status page shows.
+    pub(crate) fn set_sources(&self, rows: Vec<SourceRow>) {
+        *self.sources.lock() = rows;
+    }
+
+    /// The discovery sources with their state, in configuration order.
+    pub(crate) fn sources(&self) -> Vec<SourceRow> {
+        self.sources.lock().clone()
     }
 
     /// Drops a discovery source's series: it left the configuration.

@@ -13,7 +13,7 @@ use crate::poll::discovered::{Discovered, SharedDiscovered};
 use crate::poll::scheduler::Scheduler;
 use crate::poll::store::{Interner, TargetState};
 use crate::targets::Shard;
-use crate::telemetry::{ExporterMetrics, SourceHealth};
+use crate::telemetry::{ExporterMetrics, SourceHealth, SourceRow};
 
 /// One configured source and what it last reported.
 struct SourceState {
@@ -106,6 +106,7 @@ impl Registry {
             last_error: None,
         };
         self.sources.insert(key, state);
+        self.show_sources();
     }
 
     /// A source's labels or `keep_for` changed; what it listed stays.
@@ -126,7 +127,23 @@ impl Registry {
             if !still {
                 self.metrics.forget_source(name, &s.config.account);
             }
+            self.show_sources();
         }
+    }
+
+    /// Hands the sources' states to the status page.
+    fn show_sources(&self) {
+        let rows = self
+            .sources
+            .values()
+            .map(|s| SourceRow {
+                source: s.config.source_name(),
+                account: s.config.account.clone(),
+                health: s.health,
+                error: s.last_error.clone(),
+            })
+            .collect();
+        self.metrics.set_sources(rows);
     }
 
     /// Records a source's outcome; returns its account when the account's set must be
@@ -172,6 +189,7 @@ impl Registry {
             .unwrap_or(health);
         self.metrics
             .discovery_health(name, &account, still_same_kind);
+        self.show_sources();
         publish
     }
 

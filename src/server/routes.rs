@@ -117,6 +117,7 @@ async fn route(app: &App, req: &Request<Incoming>) -> Response<ChunksBody> {
                 &app.store.load(),
                 &app.telemetry_path,
                 &app.metrics.target_file_problems(),
+                &app.metrics.sources(),
             )
             .into(),
         ),

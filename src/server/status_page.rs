@@ -13,6 +13,7 @@ use crate::aliyun::scan::{ScanState, ScanStatus, ScanTask};
 use crate::build_info;
 use crate::poll::store::{Snapshot, TargetState, UnixSeconds, unix_now};
 use crate::targets::FileStatus;
+use crate::telemetry::SourceRow;
 
 /// Escapes text for HTML element content and attribute values: the API's strings are untrusted.
 pub fn html_escape(s: &str) -> String {
@@ -164,6 +165,38 @@ fn accounts_table(html: &mut String, snapshot: &Snapshot) {
 }
 
 /// A coarse age such as "45s ago" or "3h 5m ago".
+/// The discovery sources: whether each works, when it last listed completely, how many digests
+/// it names, and why it fails (a refused `page_size` says so here).
+fn sources_table(html: &mut String, sources: &[SourceRow], now: UnixSeconds) {
+    if sources.is_empty() {
+        return;
+    }
+    html.push_str(
+        "<h2>Discovery</h2><table id=\"sources\"><thead><tr><th>Source</th><th>Account</th>\
+         <th>State</th><th>Last complete listing</th><th>Digests</th><th>Last error</th></tr></thead><tbody>\n",
+    );
+    for s in sources {
+        let state = match s.health.up {
+            Some(true) => "<span class=\"ok-poll\">up</span>",
+            Some(false) => "<span class=\"fail-poll\">down</span>",
+            None => "<span class=\"dim\">pending</span>",
+        };
+        let error = match &s.error {
+            Some(e) => format!("<td class=\"err\">{}</td>", html_escape(e)),
+            None => "<td class=\"dim\">none</td>".to_owned(),
+        };
+        let _ = writeln!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{state}</td>{}<td>{}</td>{error}</tr>",
+            s.source,
+            html_escape(&s.account),
+            age_cell(s.health.last_success, now, "never"),
+            s.health.targets,
+        );
+    }
+    html.push_str("</tbody></table>\n");
+}
+
 fn format_age(seconds: f64) -> String {
     if !seconds.is_finite() || seconds < 1.0 {
         return "just now".to_owned();
@@ -263,8 +296,13 @@ th.setAttribute('aria-sort', asc ? 'ascending' : 'descending'); tb.append(...row
 
 /// The landing page: name, version, links, counts per state, target file problems (if any), and
 /// the targets table.
-pub fn render(snapshot: &Snapshot, telemetry_path: &str, file_problems: &[FileStatus]) -> String {
-    render_at(snapshot, telemetry_path, file_problems, unix_now())
+pub(crate) fn render(
+    snapshot: &Snapshot,
+    telemetry_path: &str,
+    file_problems: &[FileStatus],
+    sources: &[SourceRow],
+) -> String {
+    render_at(snapshot, telemetry_path, file_problems, sources, unix_now())
 }
 
 /// A short list, above the targets, of the target files that could not be used as they are.
@@ -286,6 +324,7 @@ fn render_at(
     snapshot: &Snapshot,
     telemetry_path: &str,
     file_problems: &[FileStatus],
+    sources: &[SourceRow],
     now: UnixSeconds,
 ) -> String {
     let path = html_escape(telemetry_path);
@@ -331,6 +370,7 @@ fn render_at(
         html.push_str(&problems_section(file_problems));
     }
     accounts_table(&mut html, snapshot);
+    sources_table(&mut html, sources, now);
 
     html.push_str(
         "<h2>Targets</h2><table id=\"targets\"><thead><tr>\
@@ -516,13 +556,13 @@ mod tests {
 
     #[test]
     fn target_file_problems_are_listed_above_the_targets() {
-        let html = render(&snapshot(vec![]), "/metrics", &[]);
+        let html = render(&snapshot(vec![]), "/metrics", &[], &[]);
         assert!(!html.contains("Target file problems"));
         let files = [FileStatus {
             path: "/t/<a>.yml".into(),
             error: Some("dangling symlink (points to <x>, which does not exist)".into()),
         }];
-        let html = render(&snapshot(vec![]), "/metrics", &files);
+        let html = render(&snapshot(vec![]), "/metrics", &files, &[]);
         let list = html.find("<h2>Target file problems</h2>").expect("listed");
         assert!(list < html.find("<h2>Targets</h2>").expect("targets"));
         assert!(html.contains(
@@ -548,7 +588,7 @@ mod tests {
         );
         failing.up = Some(false);
         failing.last_error = Some(format!("Forbidden: {evil} & more"));
-        let html = render_at(&snapshot(vec![failing]), "/m\"><script>", &[], NOW);
+        let html = render_at(&snapshot(vec![failing]), "/m\"><script>", &[], &[], NOW);
         assert!(!html.contains(evil), "{html}");
         assert!(!html.contains("/m\"><script>"), "{html}");
         assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"));
@@ -586,7 +626,7 @@ mod tests {
         ]
         .into();
         assert_eq!(counts, want);
-        let html = render_at(&s, "/metrics", &[], NOW);
+        let html = render_at(&s, "/metrics", &[], &[], NOW);
         assert!(html.contains("<span class=\"n\">2</span><span class=\"l\">FAIL</span>"));
         assert!(
             html.contains("card s-active zero\"><span class=\"n\">0</span><span class=\"l\">START")
@@ -606,7 +646,7 @@ mod tests {
             state(4, &[], Known::Task(task("PAUSED_BY_OPERATOR", 600, None))),
             state(5, &[], Known::Task(task("PROCESSING", 90, None))),
         ]);
-        let html = render_at(&s, "/metrics", &[], NOW);
+        let html = render_at(&s, "/metrics", &[], &[], NOW);
         let order: Vec<usize> = (1..=5)
             .map(|n| html.find(&format!(">{n:064x}</code>")).expect("row"))
             .collect();

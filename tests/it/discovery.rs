@@ -617,3 +617,112 @@ fn every_discovery_key_is_validated_with_its_location() {
     got_sorted.sort();
     assert_eq!(got_sorted, want, "{got:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_page_size_is_a_configuration_problem_on_the_status_page() {
+    let sim = Simulator::start(Scenario::default()).await.expect("sim");
+    sim.set_max_page_size(Some(20));
+    sim.set_images(vec![image(
+        &digest(50),
+        "ns",
+        "app",
+        "1",
+        0,
+        1_700_000_000_000,
+    )]);
+    let source = images_source(listing(300, 50, &[]), &[], Duration::from_secs(60));
+    let exporter = start(&discovery_config(&sim, vec![source])).await;
+    wait_metric(&exporter, "the source down", |b| {
+        value(b, "sas_exporter_discovery_up", &["source=\"sas_images\""]) == Some(0.0)
+    })
+    .await;
+    let page = get(&exporter, "/", &[]).await.body;
+    let table = page
+        .split("<table id=\"sources\">")
+        .nth(1)
+        .and_then(|t| t.split("</table>").next())
+        .expect("a discovery table");
+    assert!(
+        table.contains(
+            "<td>sas_images</td><td>default</td><td><span class=\"fail-poll\">down</span></td>"
+        ),
+        "{table}"
+    );
+    assert!(table.contains("page_size 50"), "{table}");
+    // Nothing was listed, so nothing is polled.
+    assert_eq!(sim.requests_for(&digest(50)), 0);
+    exporter.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_adds_and_removes_sources_without_losing_what_the_others_know() {
+    let sim = Simulator::start(Scenario::default()).await.expect("sim");
+    let (di, dc) = (digest(60), digest(61));
+    sim.set_images(vec![image(&di, "ns", "img", "1", 5, 1_700_000_000_000)]);
+    sim.set_containers(vec![ContainerInstance {
+        cluster_name: Some("ack".into()),
+        namespace: Some("prod".into()),
+        app_name: Some("web".into()),
+        image_digest: Some(dc.clone()),
+        image: Some("shop/web:2".into()),
+        ..ContainerInstance::default()
+    }]);
+    let dir = TempDir::new("discovery-reload");
+    let images = "  - source: sas_images\n    refresh: 10s\n";
+    let containers = "  - source: sas_containers\n    refresh: 10s\n    keep_for: 0s\n";
+    let path = write_config(
+        dir.path(),
+        &sim,
+        &format!("discovery:\n{images}{containers}"),
+    );
+    let exporter = start_from(&path).await;
+    wait_metric(&exporter, "both digests", |b| {
+        digests_of(b, "sas_image_scan_up").len() == 2
+    })
+    .await;
+    let listings = sim.requests_for_action(IMAGES);
+    // The container source goes (keep_for 0s: its digest leaves at once); the image source and
+    // what it listed stay.
+    std::fs::write(
+        &path,
+        std::fs::read_to_string(&path)
+            .expect("config")
+            .replace(containers, ""),
+    )
+    .expect("rewrite");
+    exporter.reload().await.expect("reload");
+    let body = wait_metric(&exporter, "the container digest gone", |b| {
+        digests_of(b, "sas_image_scan_up") == [di.clone()]
+    })
+    .await;
+    assert_eq!(
+        value(
+            &body,
+            "sas_image_vulnerabilities",
+            &[&format!("digest=\"{di}\"")]
+        ),
+        Some(5.0)
+    );
+    assert!(
+        !body.contains("source=\"sas_containers\""),
+        "its series are gone: {body}"
+    );
+    assert_eq!(
+        sim.requests_for_action(IMAGES),
+        listings,
+        "the image source was not restarted"
+    );
+    // Back again: it lists at once.
+    std::fs::write(
+        &path,
+        std::fs::read_to_string(&path).expect("config") + containers,
+    )
+    .expect("rewrite");
+    exporter.reload().await.expect("reload");
+    wait_metric(&exporter, "the container digest back", |b| {
+        digests_of(b, "sas_image_running_containers") == [dc.clone()]
+    })
+    .await;
+    assert_eq!(sim.requests_for(&di), 1);
+    exporter.shutdown().await;
+}
