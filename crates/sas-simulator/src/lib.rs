@@ -8,6 +8,9 @@
 //! Both can register what they hand out with a [`Simulator`], so a client can use the credentials
 //! end to end. All three share one loopback server.
 //!
+//! [`KubeSimulator`] is a fake Kubernetes API server for pods (list and watch), for the
+//! exporter's `kubernetes` discovery source.
+//!
 //! The crate verifies signatures with its own implementation of the service side, independent of
 //! any client's signer, so a client bug cannot hide behind the same bug in the checker.
 
@@ -20,6 +23,10 @@ mod error;
 mod fault;
 mod issuer;
 mod keys;
+mod kube;
+mod kube_http;
+mod kube_pod;
+mod kube_select;
 mod log;
 mod metadata;
 mod response;
@@ -36,6 +43,8 @@ use std::time::Duration;
 pub use clock::Clock;
 pub use fault::{Fault, FaultAction, FaultScope};
 pub use keys::SimKey;
+pub use kube::KubeSimulator;
+pub use kube_pod::{ContainerState, PodBuilder};
 pub use log::{DEFAULT_LOG_CAPACITY, LogEntry, RecordedRequest};
 pub use metadata::{MetadataRequest, MetadataSimulator};
 pub use scenario::{DigestReply, Scenario, synthetic_task};
