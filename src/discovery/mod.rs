@@ -3,3 +3,5 @@
 //! change detection that tells the schedulers which digests to poll now.
 
 pub(crate) mod listing;
+pub(crate) mod pod_cache;
+pub(crate) mod pods;
