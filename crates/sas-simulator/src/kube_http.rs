@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::kube::{Change, EventType, KubeState, MAX_SNAPSHOTS, Shared, Snapshot};
 use crate::kube_select::Selector;
+use crate::kube_state::{Change, EventType, KubeState, MAX_SNAPSHOTS, Shared, Snapshot};
 use crate::server::parse_form;
 
 /// Bodies of the fake API server: whole answers, and watches that may be cut with an error.

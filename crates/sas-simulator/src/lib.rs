@@ -27,6 +27,7 @@ mod kube;
 mod kube_http;
 mod kube_pod;
 mod kube_select;
+mod kube_state;
 mod log;
 mod metadata;
 mod response;
