@@ -58,6 +58,7 @@ pub use aliyun::scan::{
 };
 pub use aliyun::transport::MAX_BODY_BYTES;
 pub use clock::{UnixSeconds, unix_now};
+pub use discovery::kubernetes_probe::{CacheSample, KubernetesProbe, ProbeOutcome};
 pub use poll::state_file::{StateError, read as read_state_file};
 pub use server::listener::{bind, parse_listen_address};
 

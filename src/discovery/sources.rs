@@ -13,7 +13,7 @@ use crate::clock::unix_now;
 use crate::config::{DiscoveryConfig, SourceKind};
 use crate::discovery::listing::{Reporter, SourceKey, SourceOutcome};
 use crate::discovery::registry::Registry;
-use crate::discovery::sas;
+use crate::discovery::{kubernetes, sas};
 use crate::poll::scheduler::Scheduler;
 use crate::poll::store::TargetState;
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
@@ -150,10 +150,7 @@ fn spawn_source(
         SourceKind::SasImages { .. } | SourceKind::SasContainers { .. } => {
             tokio::spawn(sas::run(config, scheduler, reporter, shutdown))
         }
-        SourceKind::Kubernetes(_) => tokio::spawn(async move {
-            reporter.failed("the kubernetes source is not available in this build");
-            drop(shutdown);
-        }),
+        SourceKind::Kubernetes(k) => tokio::spawn(kubernetes::run(k, reporter, shutdown)),
     }
 }
 

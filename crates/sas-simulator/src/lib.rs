@@ -9,6 +9,9 @@
 //! Both can register what they hand out with a [`Simulator`], so a client can use the credentials
 //! end to end. All three share one loopback server.
 //!
+//! [`KubeSimulator`] is a fake Kubernetes API server for pods (list and watch), for the
+//! exporter's `kubernetes` discovery source.
+//!
 //! The crate verifies signatures with its own implementation of the service side, independent of
 //! any client's signer, so a client bug cannot hide behind the same bug in the checker.
 
@@ -23,6 +26,11 @@ mod fault;
 mod instances;
 mod issuer;
 mod keys;
+mod kube;
+mod kube_http;
+mod kube_pod;
+mod kube_select;
+mod kube_state;
 mod listing;
 #[cfg(test)]
 mod listing_tests;
@@ -44,6 +52,8 @@ pub use clock::Clock;
 pub use fault::{Fault, FaultAction, FaultScope};
 pub use instances::{ContainerInstance, ImageInstance};
 pub use keys::SimKey;
+pub use kube::KubeSimulator;
+pub use kube_pod::{ContainerState, PodBuilder};
 pub use log::{DEFAULT_LOG_CAPACITY, LogEntry, RecordedRequest};
 pub use metadata::{MetadataRequest, MetadataSimulator};
 pub use scenario::{DigestReply, Scenario, synthetic_task};

@@ -17,8 +17,6 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::response::SimBody;
-
 /// The simulators never need request bodies larger than this.
 const MAX_REQUEST_BODY: usize = 64 * 1024;
 
@@ -47,11 +45,13 @@ pub(crate) async fn bind_loopback() -> std::io::Result<TcpListener> {
 }
 
 /// Serves `listener` with `handler` until the returned [`Server`] is dropped.
-pub(crate) fn serve<H, F, E>(listener: TcpListener, handler: H) -> std::io::Result<Server>
+pub(crate) fn serve<H, F, E, B>(listener: TcpListener, handler: H) -> std::io::Result<Server>
 where
     H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
-    F: Future<Output = Result<Response<SimBody>, E>> + Send + 'static,
+    F: Future<Output = Result<Response<B>, E>> + Send + 'static,
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let addr = listener.local_addr()?;
     let handler = Arc::new(handler);
