@@ -20,6 +20,7 @@ mod faults;
 mod hostile;
 mod hostile_inputs;
 mod independent_signature;
+mod kubernetes;
 mod listing;
 mod operations;
 mod prometheus;
