@@ -7,17 +7,20 @@
 //!
 //! | layer | modules | what it holds |
 //! |---|---|---|
-//! | assembly | [`app`] | builds a running exporter from a config: the accounts, each with its provider, client and scheduler; reloads |
+//! | assembly | [`app`] | builds a running exporter from a config: the accounts, each with its provider, client and scheduler, and the discovery sources; reloads |
 //! | serving | `server` | accept loop, connection shedding, routes, TLS and basic auth, status page |
 //! | exposition | `exposition` | block-wise text and OpenMetrics encoding on its own thread, gzip segments, per-account and process metrics |
+//! | discovery | `discovery` | the `sas_images`, `sas_containers` and `kubernetes` sources, the registry that merges their listings with `keep_for` and tells the schedulers what changed |
 //! | polling | `poll` | one scheduler per account, token bucket, snapshot store of per-account parts, state file |
 //! | instruments | `telemetry` | the exporter's own counters and the account list `/metrics` shows |
 //! | inputs | [`config`], [`targets`] | the YAML config with its accounts, target files, shards |
 //! | API access | `aliyun` | signing, transport, Security Center client, response parsers, listing pages and paging, credentials |
 //! | foundations | [`clock`], `backoff`, `fsperm`, `shutdown`, [`logging`], [`memory`] | small leaves every layer may use |
 //!
-//! The data flow: the config names accounts and targets; each account's scheduler polls its due
-//! digests through its token bucket and client; results go into the store, which publishes an
+//! The data flow: the config names accounts, targets and discovery sources; the sources' listings
+//! (made through the account's scheduler, so they share its token bucket) are merged into each
+//! scheduler's discovered set; each account's scheduler polls its due digests (new, changed,
+//! active or at `interval`) through its token bucket and client; results go into the store, which publishes an
 //! immutable snapshot of every account's part; a scrape has the encoder thread re-render only the
 //! blocks of targets that changed, and the server sends the result.
 //!
