@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 const RUNBOOK_BASE: &str = "https://example.com/sas-image-scan-exporter/docs/runbook.md";
 
 /// Every alert the rule file must define.
-const ALERTS: [&str; 14] = [
+const ALERTS: [&str; 21] = [
     "SasImageScanFailed",
     "SasImageScanTimedOut",
     "SasImageScanStuck",
@@ -40,6 +40,13 @@ const ALERTS: [&str; 14] = [
     "SasExporterCredentialsExpiring",
     "SasExporterDown",
     "SasExporterAbsent",
+    "SasRunningImageScanFailed",
+    "SasRunningImageNeverScanned",
+    "SasRunningImageScanStale",
+    "SasRunningImageVulnerable",
+    "SasExporterDiscoveryDown",
+    "SasExporterDiscoveryStale",
+    "SasExporterDiscoveryTargetsDropped",
 ];
 
 fn repo_path(path: &str) -> PathBuf {
