@@ -437,6 +437,71 @@ impl Prom {
     }
 }
 
+/// A `prometheus` server scraping `exporter` every second with the shipped rules, every `for:`
+/// zeroed (see the module comment) and each `(from, to)` of `patches` replaced in them; its data
+/// directory, the process (killed on drop) and a client for its API.
+fn start_prometheus(
+    exporter: std::net::SocketAddr,
+    patches: &[(&str, &str)],
+) -> (TempDir, KillOnDrop, Prom) {
+    let dir = TempDir::new("sas-prometheus");
+    let mut zeroed = 0;
+    let mut rules: String = read("prometheus/alerts.yml")
+        .lines()
+        .map(|l| {
+            let indent = l.len() - l.trim_start().len();
+            if l.trim_start().starts_with("for:") {
+                zeroed += 1;
+                format!("{}for: 0s\n", &l[..indent])
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    assert!(zeroed >= 5, "expected `for:` durations to zero");
+    for (from, to) in patches {
+        assert!(rules.contains(from), "the rules have no {from:?} to patch");
+        rules = rules.replace(from, to);
+    }
+    std::fs::write(dir.path().join("alerts.yml"), rules).expect("write rules");
+    std::fs::write(
+        dir.path().join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+             rule_files: [alerts.yml]\n\
+             scrape_configs:\n  - job_name: sas-image-scan\n    static_configs:\n      - targets: [\"{exporter}\"]\n"
+        ),
+    )
+    .expect("write config");
+    let port = free_port();
+    let log = dir.path().join("prometheus.log");
+    let child = Command::new("prometheus")
+        .arg(format!(
+            "--config.file={}",
+            dir.path().join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("start prometheus");
+    let prom = Prom {
+        http: reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client"),
+        base: format!("http://127.0.0.1:{port}"),
+        log,
+    };
+    (dir, KillOnDrop(child), prom)
+}
+
 fn label<'a>(series: &'a Value, name: &str) -> &'a str {
     series["metric"][name]
         .as_str()
@@ -531,60 +596,8 @@ async fn real_prometheus_evaluates_dashboard_and_alerts() {
     );
 
     // Prometheus with the shipped rules, `for:` durations zeroed (see the module comment).
-    let dir = TempDir::new("sas-prometheus");
-    let mut zeroed = 0;
-    let rules: String = read("prometheus/alerts.yml")
-        .lines()
-        .map(|l| {
-            let indent = l.len() - l.trim_start().len();
-            if l.trim_start().starts_with("for:") {
-                zeroed += 1;
-                format!("{}for: 0s\n", &l[..indent])
-            } else {
-                format!("{l}\n")
-            }
-        })
-        .collect();
-    assert!(zeroed >= 5, "expected `for:` durations to zero");
-    std::fs::write(dir.path().join("alerts.yml"), rules).expect("write rules");
     let exporter_addr = exporter.addrs[0];
-    std::fs::write(
-        dir.path().join("prometheus.yml"),
-        format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-             rule_files: [alerts.yml]\n\
-             scrape_configs:\n  - job_name: sas-image-scan\n    static_configs:\n      - targets: [\"{exporter_addr}\"]\n"
-        ),
-    )
-    .expect("write config");
-    let port = free_port();
-    let log = dir.path().join("prometheus.log");
-    let child = Command::new("prometheus")
-        .arg(format!(
-            "--config.file={}",
-            dir.path().join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .spawn()
-        .expect("start prometheus");
-    let _prometheus = KillOnDrop(child);
-    let prom = Prom {
-        http: reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .expect("client"),
-        base: format!("http://127.0.0.1:{port}"),
-        log,
-    };
-
+    let (_dir, _prometheus, prom) = start_prometheus(exporter_addr, &[]);
     prom.eventually("the exporter target to be up", 30, || async {
         let v = prom.try_get("/api/v1/targets", &[]).await;
         v.unwrap_or_default()["data"]["activeTargets"]
@@ -802,5 +815,249 @@ async fn real_prometheus_evaluates_dashboard_and_alerts() {
         assert!(!names.contains(quiet), "{quiet} fires: {names:?}");
     }
 
+    exporter.shutdown().await;
+}
+
+/// The running-image and discovery alerts on a real Prometheus: the exporter discovers the
+/// simulator's images and containers in one account, and a second account's listing is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_prometheus_fires_the_running_image_and_discovery_alerts() {
+    use sas_image_scan_exporter::config::{
+        Config, DiscoveryConfig, ListingConfig, Location, Scanned, SourceKind,
+    };
+    use sas_simulator::{ContainerInstance, ImageInstance};
+
+    if !require_tool("prometheus") || !require_tool("promtool") {
+        return;
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    let (hour, day) = (3_600_000, 86_400_000);
+    let sim = Simulator::start(Scenario::default()).await.expect("sim");
+    let broken = Simulator::start(Scenario::default()).await.expect("sim");
+    broken.inject(FaultScope::Global, Fault::error(403, "NoPermission"));
+    let [failed, never, stale, vulnerable, healthy, idle] = [81, 82, 83, 84, 85, 86].map(digest);
+    sim.set_tasks(
+        &failed,
+        vec![task("FAIL", now - hour, Some(now - hour / 2), 1)],
+    );
+    sim.set_tasks(&never, vec![]);
+    sim.set_tasks(
+        &stale,
+        vec![task("SUCCESS", now - 9 * day, Some(now - 8 * day), 2)],
+    );
+    sim.set_tasks(
+        &vulnerable,
+        vec![task("SUCCESS", now - hour, Some(now - hour / 2), 3)],
+    );
+    sim.set_tasks(
+        &healthy,
+        vec![task("SUCCESS", now - hour, Some(now - hour / 2), 4)],
+    );
+    sim.set_tasks(
+        &idle,
+        vec![task("FAIL", now - hour, Some(now - hour / 2), 5)],
+    );
+    let workloads = [
+        (&failed, "web"),
+        (&never, "api"),
+        (&stale, "legacy"),
+        (&vulnerable, "shop"),
+        (&healthy, "ok"),
+    ];
+    sim.set_images(
+        [&failed, &never, &stale, &vulnerable, &healthy, &idle]
+            .iter()
+            .map(|d| ImageInstance {
+                vul_count: Some(if *d == &vulnerable { 25 } else { 1 }),
+                ..ImageInstance::new(d, "shop", &d[..6], "1")
+            })
+            .collect(),
+    );
+    let containers: Vec<ContainerInstance> = workloads
+        .iter()
+        .map(|(d, w)| ContainerInstance {
+            cluster_name: Some("ack-prod".into()),
+            namespace: Some("prod".into()),
+            app_name: Some((*w).into()),
+            pod: Some(format!("{w}-1")),
+            image_digest: Some((*d).clone()),
+            ..ContainerInstance::default()
+        })
+        .collect();
+    sim.set_containers(containers);
+    let source = |account: &str, kind: SourceKind| DiscoveryConfig {
+        account: account.into(),
+        kind,
+        labels: BTreeMap::new(),
+        keep_for: Duration::from_secs(3600),
+        location: Location {
+            file: "test".into(),
+            line: 1,
+            column: 1,
+        },
+    };
+    let fast = || ListingConfig {
+        refresh: Duration::from_millis(500),
+        page_size: 50,
+        filters: Vec::new(),
+    };
+    let polling = polling(3600, 3600, 50.0, 4);
+    let config = Config {
+        accounts: vec![
+            account("default", &sim, &polling),
+            account("broken", &broken, &polling),
+        ],
+        discovery: vec![
+            source(
+                "default",
+                SourceKind::SasImages {
+                    listing: fast(),
+                    scanned: Scanned::Any,
+                },
+            ),
+            source("default", SourceKind::SasContainers { listing: fast() }),
+            source(
+                "broken",
+                SourceKind::SasImages {
+                    listing: fast(),
+                    scanned: Scanned::Any,
+                },
+            ),
+        ],
+        polling,
+        ..Config::default()
+    };
+    let exporter = start(&config).await;
+    let (_dir, _prometheus, prom) = start_prometheus(
+        exporter.addrs[0],
+        &[(
+            "record: sas:threshold_discovery_stale_seconds\n        expr: vector(900)",
+            "record: sas:threshold_discovery_stale_seconds\n        expr: vector(3)",
+        )],
+    );
+    prom.eventually("the exporter target to be up", 30, || async {
+        let v = prom.try_get("/api/v1/targets", &[]).await;
+        v.unwrap_or_default()["data"]["activeTargets"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["health"] == "up"))
+    })
+    .await;
+    let firing = || async {
+        let v = prom.get("/api/v1/alerts", &[]).await;
+        v["data"]["alerts"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|a| a["state"] == "firing")
+            .collect::<Vec<Value>>()
+    };
+    // Each alert by the labels that say what it is about.
+    let about = |alerts: &[Value], name: &str, keys: &[&str]| -> BTreeSet<Vec<String>> {
+        alerts
+            .iter()
+            .filter(|a| label(a, "alertname") == name)
+            .map(|a| keys.iter().map(|k| label(a, k).to_owned()).collect())
+            .collect()
+    };
+    let running = |d: &String, w: &str| -> BTreeSet<Vec<String>> {
+        [vec![
+            "default".to_owned(),
+            d.clone(),
+            "ack-prod".to_owned(),
+            "prod".to_owned(),
+            w.to_owned(),
+        ]]
+        .into()
+    };
+    let source_key = |account: &str, source: &str| -> BTreeSet<Vec<String>> {
+        [vec![account.to_owned(), source.to_owned()]].into()
+    };
+    const WORKLOAD: [&str; 5] = ["account", "digest", "cluster", "namespace", "workload"];
+    const SOURCE: [&str; 2] = ["account", "source"];
+    let expected: Vec<(&str, &[&str], BTreeSet<Vec<String>>)> = vec![
+        (
+            "SasRunningImageScanFailed",
+            &WORKLOAD,
+            running(&failed, "web"),
+        ),
+        (
+            "SasRunningImageNeverScanned",
+            &WORKLOAD,
+            running(&never, "api"),
+        ),
+        (
+            "SasRunningImageScanStale",
+            &WORKLOAD,
+            running(&stale, "legacy"),
+        ),
+        (
+            "SasRunningImageVulnerable",
+            &WORKLOAD,
+            running(&vulnerable, "shop"),
+        ),
+        (
+            "SasExporterDiscoveryDown",
+            &SOURCE,
+            source_key("broken", "sas_images"),
+        ),
+    ];
+    prom.eventually("the running-image and discovery alerts", 60, || async {
+        let alerts = firing().await;
+        expected
+            .iter()
+            .all(|(name, keys, want)| about(&alerts, name, keys) == *want)
+    })
+    .await;
+    let alerts = firing().await;
+    for (name, keys, want) in &expected {
+        assert_eq!(&about(&alerts, name, keys), want, "{name}");
+    }
+    let failed_alert = alerts
+        .iter()
+        .find(|a| label(a, "alertname") == "SasRunningImageScanFailed")
+        .expect("the failed alert");
+    assert_eq!(
+        label(failed_alert, "image"),
+        format!("shop/{}:1", &failed[..6])
+    );
+    for quiet in [
+        "SasExporterDiscoveryStale",
+        "SasExporterDiscoveryTargetsDropped",
+    ] {
+        assert!(
+            about(&alerts, quiet, &SOURCE).is_empty(),
+            "{quiet} fired early"
+        );
+    }
+
+    // No container listed any more: the running-image alerts resolve and the source that named
+    // some digests and now names none says so.
+    sim.set_containers(Vec::new());
+    prom.eventually("targets dropped, running alerts resolved", 30, || async {
+        let alerts = firing().await;
+        about(&alerts, "SasExporterDiscoveryTargetsDropped", &SOURCE)
+            == source_key("default", "sas_containers")
+            && about(&alerts, "SasRunningImageScanFailed", &WORKLOAD).is_empty()
+    })
+    .await;
+
+    // The image listing starts failing: down at once, stale once its last success is older
+    // than the (patched) threshold.
+    sim.inject(
+        FaultScope::Action("DescribeImageInstances".into()),
+        Fault::error(503, "ServiceUnavailable"),
+    );
+    prom.eventually("the image listing stale", 30, || async {
+        let alerts = firing().await;
+        about(&alerts, "SasExporterDiscoveryStale", &SOURCE) == source_key("default", "sas_images")
+            && about(&alerts, "SasExporterDiscoveryDown", &SOURCE)
+                == [
+                    vec!["broken".to_owned(), "sas_images".to_owned()],
+                    vec!["default".to_owned(), "sas_images".to_owned()],
+                ]
+                .into()
+    })
+    .await;
     exporter.shutdown().await;
 }
