@@ -110,6 +110,9 @@ pub(crate) struct SourceRow {
     pub(crate) health: SourceHealth,
     /// Why its last listing failed, while it fails.
     pub(crate) error: Option<String>,
+    /// True until its first listing ended, unless the state file already brought back what
+    /// the account's sources had found: readiness waits for it.
+    pub(crate) pending: bool,
 }
 
 fn duration_histogram() -> Histogram {

@@ -23,6 +23,8 @@ struct SourceState {
     health: SourceHealth,
     /// The last failure logged, so a source that keeps failing the same way logs once.
     last_error: Option<String>,
+    /// The state file brought back digests of its account when it started.
+    restored: bool,
 }
 
 /// One account's discovered set as last handed to its scheduler.
@@ -99,11 +101,16 @@ impl Registry {
             &config.account,
             SourceHealth::default(),
         );
+        let restored = self
+            .published
+            .get(config.account.as_str())
+            .is_some_and(|set| !set.is_empty());
         let state = SourceState {
             config,
             listing: None,
             health: SourceHealth::default(),
             last_error: None,
+            restored,
         };
         self.sources.insert(key, state);
         self.show_sources();
@@ -131,8 +138,10 @@ impl Registry {
         }
     }
 
-    /// Hands the sources' states to the status page.
-    fn show_sources(&self) {
+    /// Hands the sources' states to the status page and the readiness check; called after a
+    /// listing's digests reached their scheduler, so readiness never sees a source listed
+    /// before its digests are targets.
+    pub(crate) fn show_sources(&self) {
         let rows = self
             .sources
             .values()
@@ -141,6 +150,7 @@ impl Registry {
                 account: s.config.account.clone(),
                 health: s.health,
                 error: s.last_error.clone(),
+                pending: s.health.up.is_none() && !s.restored,
             })
             .collect();
         self.metrics.set_sources(rows);
@@ -189,7 +199,6 @@ impl Registry {
             .unwrap_or(health);
         self.metrics
             .discovery_health(name, &account, still_same_kind);
-        self.show_sources();
         publish
     }
 

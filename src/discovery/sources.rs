@@ -175,6 +175,7 @@ async fn merge_reports(
             if let Some(account) = registry.report(key, outcome) {
                 registry.publish(&account);
             }
+            registry.show_sources();
         })
         .await;
         if let Err(e) = merged {

@@ -105,6 +105,13 @@ async fn route(app: &App, req: &Request<Incoming>) -> Response<ChunksBody> {
     }
     match path {
         "/-/healthy" => text(StatusCode::OK, "Healthy.\n"),
+        // Ready once every discovery source has ended its first listing (complete or not: a
+        // source that cannot list must not hold the pod back for ever) or the state file
+        // brought back what it had found, and every target has been polled or restored.
+        "/-/ready" if app.metrics.sources().iter().any(|s| s.pending) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Not ready: a discovery source has not ended its first listing yet.\n",
+        ),
         "/-/ready" if app.store.load().ready => text(StatusCode::OK, "Ready.\n"),
         "/-/ready" => text(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -726,3 +726,34 @@ async fn reload_adds_and_removes_sources_without_losing_what_the_others_know() {
     assert_eq!(sim.requests_for(&di), 1);
     exporter.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_waits_for_the_first_listing_and_the_digests_it_found() {
+    let sim = Simulator::start(Scenario::default()).await.expect("sim");
+    let d = digest(90);
+    sim.set_images(vec![image(&d, "ns", "app", "1", 0, 1_700_000_000_000)]);
+    // The listing and then the poll take a while: readiness waits for both.
+    sim.inject(
+        FaultScope::Action(IMAGES.into()),
+        Fault::delay(Duration::from_millis(800)),
+    );
+    let source = images_source(listing(60_000, 50, &[]), &[], Duration::from_secs(60));
+    let exporter = start(&discovery_config(&sim, vec![source])).await;
+    let first = get(&exporter, "/-/ready", &[]).await;
+    assert_eq!(first.status, 503);
+    assert_eq!(
+        first.body,
+        "Not ready: a discovery source has not ended its first listing yet.\n"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while get(&exporter, "/-/ready", &[]).await.status != 200 {
+        assert!(std::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        sim.requests_for(&d),
+        1,
+        "ready only once the discovered digest was polled"
+    );
+    exporter.shutdown().await;
+}
