@@ -975,7 +975,9 @@ async fn real_prometheus_fires_the_running_image_and_discovery_alerts() {
     };
     const WORKLOAD: [&str; 5] = ["account", "digest", "cluster", "namespace", "workload"];
     const SOURCE: [&str; 2] = ["account", "source"];
-    let expected: Vec<(&str, &[&str], BTreeSet<Vec<String>>)> = vec![
+    // (alert, the labels that say what it is about, the label values expected to fire).
+    type Expected<'a> = Vec<(&'a str, &'a [&'a str], BTreeSet<Vec<String>>)>;
+    let expected: Expected = vec![
         (
             "SasRunningImageScanFailed",
             &WORKLOAD,
