@@ -2,12 +2,14 @@
 //! through the account's token bucket, every `refresh`; rows re-checked against the filters
 //! exactly, since the service may match them fuzzily.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::aliyun::client::{ApiError, CONTAINERS_ACTION, IMAGES_ACTION};
-use crate::aliyun::listing::{Criterion, ListQuery, ScannedFilter};
+use crate::aliyun::client::{ApiError, CONTAINERS_ACTION, IMAGES_ACTION, SasClient};
+use crate::aliyun::listing::{Criterion, ListQuery, Page, ScannedFilter};
 use crate::aliyun::paging::{ListError, list_all};
 use crate::aliyun::rows::{ContainerRow, ImageRow};
 use crate::config::{DiscoveryConfig, Filter, ListingConfig, Scanned, SourceKind};
@@ -42,9 +44,29 @@ pub(crate) async fn run(
     loop {
         let started = Instant::now();
         let outcome = if images {
-            list_images(&scheduler, &listing, &criteria, scanned, &mut shutdown).await
+            list(
+                &scheduler,
+                &listing,
+                &criteria,
+                scanned,
+                IMAGES_ACTION,
+                &mut shutdown,
+                |c, q| async move { c.describe_image_instances(&q).await },
+            )
+            .await
+            .map(|r| r.map(|rows| images_listing(rows, &listing.filters)))
         } else {
-            list_containers(&scheduler, &listing, &criteria, &mut shutdown).await
+            list(
+                &scheduler,
+                &listing,
+                &criteria,
+                Scanned::Any,
+                CONTAINERS_ACTION,
+                &mut shutdown,
+                |c, q| async move { c.describe_container_instances(&q).await },
+            )
+            .await
+            .map(|r| r.map(|rows| containers_listing(rows, &listing.filters)))
         };
         match outcome {
             None => return,
@@ -86,57 +108,37 @@ fn shutting_down() -> ApiError {
     ApiError::Connect("the exporter is shutting down".to_owned())
 }
 
-async fn list_images(
+/// Every page of one listing through the account's scheduler (its bucket, limits and retries);
+/// `call` asks for one page. `None` once shutdown fires.
+async fn list<'a, R, F, Fut>(
     scheduler: &Scheduler,
     config: &ListingConfig,
-    criteria: &[Criterion],
+    criteria: &'a [Criterion],
     scanned: Scanned,
+    action: &'static str,
     shutdown: &mut Shutdown,
-) -> Option<Result<Listing, ListError>> {
+    call: F,
+) -> Option<Result<Vec<R>, ListError>>
+where
+    F: Fn(Arc<SasClient>, ListQuery<'a>) -> Fut,
+    Fut: Future<Output = Result<Page<R>, ApiError>>,
+{
     let mut stop = shutdown.clone();
-    let listed = tokio::select! {
+    let call = &call;
+    tokio::select! {
         biased;
-        _ = stop.wait() => return None,
+        _ = stop.wait() => None,
         r = list_all(config.page_size, |page| {
             let mut shutdown = shutdown.clone();
             async move {
                 let q = query(criteria, page, config, scanned);
                 scheduler
-                    .request(IMAGES_ACTION, "image listing", &mut shutdown, |client| {
-                        async move { client.describe_image_instances(&q).await }
-                    })
+                    .request(action, action, &mut shutdown, |client| call(client, q))
                     .await
                     .unwrap_or_else(|| Err(shutting_down()))
             }
-        }) => r,
-    };
-    Some(listed.map(|l| images_listing(l.rows, &config.filters)))
-}
-
-async fn list_containers(
-    scheduler: &Scheduler,
-    config: &ListingConfig,
-    criteria: &[Criterion],
-    shutdown: &mut Shutdown,
-) -> Option<Result<Listing, ListError>> {
-    let mut stop = shutdown.clone();
-    let listed = tokio::select! {
-        biased;
-        _ = stop.wait() => return None,
-        r = list_all(config.page_size, |page| {
-            let mut shutdown = shutdown.clone();
-            async move {
-                let q = query(criteria, page, config, Scanned::Any);
-                scheduler
-                    .request(CONTAINERS_ACTION, "container listing", &mut shutdown, |client| {
-                        async move { client.describe_container_instances(&q).await }
-                    })
-                    .await
-                    .unwrap_or_else(|| Err(shutting_down()))
-            }
-        }) => r,
-    };
-    Some(listed.map(|l| containers_listing(l.rows, &config.filters)))
+        }) => Some(r.map(|listed| listed.rows)),
+    }
 }
 
 /// True when every filter equals the row's field exactly. A filter on a field the rows do not

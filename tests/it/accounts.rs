@@ -10,22 +10,6 @@ use common::*;
 use sas_image_scan_exporter::config::{Config, ConfigError, DEFAULT_ACCOUNT, Site, parse_targets};
 use sas_simulator::{Fault, FaultScope, Scenario, SimKey, Simulator};
 
-fn no_env(_: &str) -> Option<String> {
-    None
-}
-
-/// Every problem as (line, column, message).
-fn problems(yaml: &str) -> Vec<(usize, usize, String)> {
-    match Config::parse(yaml, "a.yml", &no_env) {
-        Ok(c) => panic!("expected problems, got {c:?}"),
-        Err(ConfigError::Invalid(problems)) => problems
-            .into_iter()
-            .map(|p| (p.location.line, p.location.column, p.message))
-            .collect(),
-        Err(e) => panic!("expected located problems, got {e}"),
-    }
-}
-
 fn p(line: usize, column: usize, message: &str) -> (usize, usize, String) {
     (line, column, message.to_owned())
 }
@@ -129,7 +113,7 @@ targets:
 "
     );
     assert_eq!(
-        problems(&yaml),
+        config_problems(&yaml, "a.yml"),
         vec![
             p(
                 1,
@@ -174,7 +158,7 @@ targets:
         ]
     );
     assert_eq!(
-        problems("accounts: []\n"),
+        config_problems("accounts: []\n", "a.yml"),
         vec![p(
             1,
             11,
@@ -183,8 +167,9 @@ targets:
     );
     // The account's own sections are checked with their paths.
     assert_eq!(
-        problems(
-            "accounts:\n  - name: a\n    sas: {timeout: 0s}\n    credentials: {access_key_id: x}\n    requests_per_second: 0\n"
+        config_problems(
+            "accounts:\n  - name: a\n    sas: {timeout: 0s}\n    credentials: {access_key_id: x}\n    requests_per_second: 0\n",
+            "a.yml"
         ),
         vec![
             p(

@@ -1,5 +1,6 @@
 //! The configuration rules, exercised through the public API only.
 
+use crate::common::no_env;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,10 +18,6 @@ const D2: &str = "0b0c9f4e6a1d2c3b4a5f6e7d8c9b0a1f2e3d4c5b6a7f8e9d0c1b2a3f4e5d6c
 /// The accounts of a configuration without `accounts:`.
 fn one_account() -> Vec<String> {
     vec!["default".to_owned()]
-}
-
-fn no_env(_: &str) -> Option<String> {
-    None
 }
 
 fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {

@@ -12,8 +12,7 @@ use std::time::Duration;
 use common::*;
 use sas_image_scan_exporter::app::{Exporter, Options};
 use sas_image_scan_exporter::config::{
-    Config, ConfigError, DEFAULT_ACCOUNT, DiscoveryConfig, Filter, ListingConfig, Location,
-    Scanned, SourceKind,
+    Config, DEFAULT_ACCOUNT, DiscoveryConfig, Filter, ListingConfig, Location, Scanned, SourceKind,
 };
 use sas_simulator::{
     ContainerInstance, Fault, FaultScope, ImageInstance, SIM_ACCESS_KEY_ID, SIM_ACCESS_KEY_SECRET,
@@ -111,21 +110,6 @@ async fn scrape(exporter: &Exporter) -> String {
     get(exporter, "/metrics", &[]).await.body
 }
 
-async fn wait_metric(exporter: &Exporter, what: &str, f: impl Fn(&str) -> bool) -> String {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let body = scrape(exporter).await;
-        if f(&body) {
-            return body;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}; last body:\n{body}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_multi_page_listing_with_filters_gives_exact_digests_and_labels() {
     let sim = Simulator::start(Scenario::default()).await.expect("sim");
@@ -147,7 +131,7 @@ async fn a_multi_page_listing_with_filters_gives_exact_digests_and_labels() {
         Duration::from_secs(3600),
     );
     let exporter = start(&discovery_config(&sim, vec![source])).await;
-    let body = wait_metric(&exporter, "four digests polled", |b| {
+    let body = scrape_until(&exporter, "four digests polled", |b| {
         digests_of(b, "sas_image_scan_up").len() == 3
     })
     .await;
@@ -318,7 +302,7 @@ async fn a_failed_page_keeps_the_previous_listing_and_keep_for_expires_vanished_
     );
     let source = images_source(listing(200, 2, &[]), &[], Duration::from_millis(1500));
     let exporter = start(&discovery_config(&sim, vec![source])).await;
-    wait_metric(&exporter, "five digests", |b| {
+    scrape_until(&exporter, "five digests", |b| {
         digests_of(b, "sas_image_vulnerabilities").len() == 5
     })
     .await;
@@ -328,7 +312,7 @@ async fn a_failed_page_keeps_the_previous_listing_and_keep_for_expires_vanished_
         Fault::error(503, "ServiceUnavailable"),
     );
     sim.remove_images(&digests[0]);
-    let body = wait_metric(&exporter, "the source down", |b| {
+    let body = scrape_until(&exporter, "the source down", |b| {
         value(b, "sas_exporter_discovery_up", &["source=\"sas_images\""]) == Some(0.0)
     })
     .await;
@@ -348,7 +332,7 @@ async fn a_failed_page_keeps_the_previous_listing_and_keep_for_expires_vanished_
     );
     // Back to normal: the removed digest is no longer listed, keeps its series for keep_for…
     sim.clear_faults();
-    let body = wait_metric(&exporter, "the source up", |b| {
+    let body = scrape_until(&exporter, "the source up", |b| {
         value(b, "sas_exporter_discovery_up", &["source=\"sas_images\""]) == Some(1.0)
     })
     .await;
@@ -365,7 +349,7 @@ async fn a_failed_page_keeps_the_previous_listing_and_keep_for_expires_vanished_
         "lingers: {body}"
     );
     // … then leaves /metrics.
-    let body = wait_metric(&exporter, "the vanished digest gone", |b| {
+    let body = scrape_until(&exporter, "the vanished digest gone", |b| {
         !digests_of(b, "sas_image_scan_up").contains(&digests[0])
     })
     .await;
@@ -412,7 +396,7 @@ async fn static_targets_win_and_sas_containers_count_running_containers() {
         ..discovery_config(&sim, vec![source])
     };
     let exporter = start(&config).await;
-    let body = wait_metric(&exporter, "running containers", |b| {
+    let body = scrape_until(&exporter, "running containers", |b| {
         digests_of(b, "sas_image_running_containers").len() == 2
     })
     .await;
@@ -470,23 +454,6 @@ fn write_config(dir: &Path, sim: &Simulator, extra: &str) -> std::path::PathBuf 
     path
 }
 
-async fn start_from(path: &Path) -> Exporter {
-    let config = Config::load(path).expect("valid config");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    Exporter::start(
-        &config,
-        vec![listener],
-        Options {
-            config_path: Some(path.to_owned()),
-            ..Options::default()
-        },
-    )
-    .await
-    .expect("exporter starts")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_and_restart_keep_discovered_targets() {
     let sim = Simulator::start(Scenario::default()).await.expect("sim");
@@ -507,12 +474,12 @@ async fn reload_and_restart_keep_discovered_targets() {
             state.display()
         ),
     );
-    let first = start_from(&path).await;
+    let first = start_from(&path, Options::default()).await;
     wait_for("every digest polled", || {
         digests.iter().all(|d| sim.requests_for(d) == 1)
     })
     .await;
-    wait_metric(&first, "labels", |b| {
+    scrape_until(&first, "labels", |b| {
         digests_of(b, "sas_image_scan_up").len() == 4 && b.contains("team=\"a\"")
     })
     .await;
@@ -540,7 +507,7 @@ async fn reload_and_restart_keep_discovered_targets() {
     // A restart with the API down: every discovered target and its free series are back at
     // once, and nothing is polled again.
     sim.inject(FaultScope::Global, Fault::error(503, "ServiceUnavailable"));
-    let second = start_from(&path).await;
+    let second = start_from(&path, Options::default()).await;
     let body = scrape(&second).await;
     let restored = samples(&body);
     for name in [
@@ -563,21 +530,6 @@ async fn reload_and_restart_keep_discovered_targets() {
     second.shutdown().await;
 }
 
-fn no_env(_: &str) -> Option<String> {
-    None
-}
-
-fn problems(yaml: &str) -> Vec<(usize, usize, String)> {
-    match Config::parse(yaml, "d.yml", &no_env) {
-        Ok(c) => panic!("expected problems, got {c:?}"),
-        Err(ConfigError::Invalid(problems)) => problems
-            .into_iter()
-            .map(|p| (p.location.line, p.location.column, p.message))
-            .collect(),
-        Err(e) => panic!("expected located problems, got {e}"),
-    }
-}
-
 #[test]
 fn every_discovery_key_is_validated_with_its_location() {
     let yaml = "discovery:
@@ -597,7 +549,7 @@ fn every_discovery_key_is_validated_with_its_location() {
   - source: docker
   - {}
 ";
-    let got = problems(yaml);
+    let got = config_problems(yaml, "d.yml");
     let want = vec![
         (3, 14, "discovery[0].refresh: must be at least 10s, got 5s".to_owned()),
         (4, 16, "discovery[0].page_size: expected an integer from 1 to 500, got \"501\"".to_owned()),
@@ -632,7 +584,7 @@ async fn a_refused_page_size_is_a_configuration_problem_on_the_status_page() {
     )]);
     let source = images_source(listing(300, 50, &[]), &[], Duration::from_secs(60));
     let exporter = start(&discovery_config(&sim, vec![source])).await;
-    wait_metric(&exporter, "the source down", |b| {
+    scrape_until(&exporter, "the source down", |b| {
         value(b, "sas_exporter_discovery_up", &["source=\"sas_images\""]) == Some(0.0)
     })
     .await;
@@ -675,8 +627,8 @@ async fn reload_adds_and_removes_sources_without_losing_what_the_others_know() {
         &sim,
         &format!("discovery:\n{images}{containers}"),
     );
-    let exporter = start_from(&path).await;
-    wait_metric(&exporter, "both digests", |b| {
+    let exporter = start_from(&path, Options::default()).await;
+    scrape_until(&exporter, "both digests", |b| {
         digests_of(b, "sas_image_scan_up").len() == 2
     })
     .await;
@@ -691,7 +643,7 @@ async fn reload_adds_and_removes_sources_without_losing_what_the_others_know() {
     )
     .expect("rewrite");
     exporter.reload().await.expect("reload");
-    let body = wait_metric(&exporter, "the container digest gone", |b| {
+    let body = scrape_until(&exporter, "the container digest gone", |b| {
         digests_of(b, "sas_image_scan_up") == [di.clone()]
     })
     .await;
@@ -719,7 +671,7 @@ async fn reload_adds_and_removes_sources_without_losing_what_the_others_know() {
     )
     .expect("rewrite");
     exporter.reload().await.expect("reload");
-    wait_metric(&exporter, "the container digest back", |b| {
+    scrape_until(&exporter, "the container digest back", |b| {
         digests_of(b, "sas_image_running_containers") == [dc.clone()]
     })
     .await;

@@ -582,10 +582,6 @@ fn targets_config(globs: &[String]) -> sas_image_scan_exporter::config::Config {
     }
 }
 
-fn no_env(_: &str) -> Option<String> {
-    None
-}
-
 fn assemble(
     files: &mut TargetFiles,
     cfg: &sas_image_scan_exporter::config::Config,

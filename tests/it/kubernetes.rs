@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
-use sas_image_scan_exporter::app::Exporter;
 use sas_image_scan_exporter::config::{
     Config, DEFAULT_ACCOUNT, DiscoveryConfig, KubernetesConfig, Location, SourceKind,
 };
@@ -54,21 +53,6 @@ fn running(body: &str) -> BTreeMap<(String, String, String), f64> {
             ((label("digest"), label("namespace"), label("workload")), v)
         })
         .collect()
-}
-
-async fn scrape_until(exporter: &Exporter, what: &str, f: impl Fn(&str) -> bool) -> String {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let body = get(exporter, "/metrics", &[]).await.body;
-        if f(&body) {
-            return body;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}; last body:\n{body}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn key(d: &str, ns: &str, w: &str) -> (String, String, String) {

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use sas_image_scan_exporter::app::{Exporter, Options};
-use sas_image_scan_exporter::config::Config;
 use sas_image_scan_exporter::read_state_file;
 use sas_image_scan_exporter::targets::Shard;
 use sas_simulator::{
@@ -49,23 +48,6 @@ fn write_config(dir: &Path, sim: &Simulator, targets: &[(String, &str)], extra: 
 fn set_private(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-}
-
-async fn start_from(path: &Path, options: Options) -> Exporter {
-    let config = Config::load(path).expect("valid config");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    Exporter::start(
-        &config,
-        vec![listener],
-        Options {
-            config_path: Some(path.to_owned()),
-            ..options
-        },
-    )
-    .await
-    .expect("exporter starts")
 }
 
 /// The digests that have per-digest series in a scrape.

@@ -312,3 +312,56 @@ pub fn run_with_timeout(
         }
     }
 }
+
+/// Starts the exporter from a config file, with `options` (its `config_path` set to the file,
+/// so reloads re-read it).
+pub async fn start_from(path: &std::path::Path, options: Options) -> Exporter {
+    let config = sas_image_scan_exporter::config::Config::load(path).expect("valid config");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    Exporter::start(
+        &config,
+        vec![listener],
+        Options {
+            config_path: Some(path.to_owned()),
+            ..options
+        },
+    )
+    .await
+    .expect("exporter starts")
+}
+
+/// Every problem of an invalid config as (line, column, message), with no environment.
+pub fn config_problems(yaml: &str, file: &str) -> Vec<(usize, usize, String)> {
+    use sas_image_scan_exporter::config::{Config, ConfigError};
+    match Config::parse(yaml, file, &no_env) {
+        Ok(c) => panic!("expected problems, got {c:?}"),
+        Err(ConfigError::Invalid(problems)) => problems
+            .into_iter()
+            .map(|p| (p.location.line, p.location.column, p.message))
+            .collect(),
+        Err(e) => panic!("expected located problems, got {e}"),
+    }
+}
+
+/// Scrapes `/metrics` until `f` holds for the body (at most 20 s), and returns that body.
+pub async fn scrape_until(exporter: &Exporter, what: &str, f: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let body = get(exporter, "/metrics", &[]).await.body;
+        if f(&body) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; last body:\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An environment with no variables, for config parsing.
+pub fn no_env(_: &str) -> Option<String> {
+    None
+}
