@@ -11,7 +11,7 @@ use crate::aliyun::lenient::{kind, lenient_u64};
 use crate::aliyun::rows::{
     ContainerRow, ImageRow, RowAt, RowProblem, read_container_row, read_image_row,
 };
-use crate::aliyun::scan::{ParseError, cap_label};
+use crate::aliyun::scan::{ParseError, request_id, top_object};
 
 /// One `Criteria` entry: a camelCase Criteria name and the value the service matches with it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -130,14 +130,7 @@ fn parse_page<R>(
     list: &'static str,
     read_row: ReadRow<R>,
 ) -> Result<Page<R>, ParseError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ParseError(format!("response is not valid JSON: {e}")))?;
-    let Value::Object(mut top) = value else {
-        return Err(ParseError(format!(
-            "expected a JSON object at the top level, got {}",
-            kind(&value)
-        )));
-    };
+    let mut top = top_object(body)?;
     let items = match top.remove(list) {
         Some(Value::Array(items)) => items,
         None => return Err(ParseError(format!("{list}: missing"))),
@@ -148,11 +141,7 @@ fn parse_page<R>(
             )));
         }
     };
-    let request_id = match top.remove("RequestId") {
-        Some(Value::String(s)) => Some(cap_label(s)),
-        Some(Value::Null) | None => None,
-        Some(other) => Some(cap_label(other.to_string())),
-    };
+    let request_id = request_id(&mut top);
     // An unreadable TotalCount only costs the early stop it allows: paging still ends on the
     // first short page, so it is not worth failing the page over.
     let total_count = top

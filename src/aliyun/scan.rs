@@ -293,21 +293,32 @@ impl Fields<'_> {
     }
 }
 
-/// Parses a success body. `zone` is the UTC offset of the API's `Modified` strings.
-pub fn parse_response(body: &[u8], zone: FixedOffset) -> Result<ScanResult, ParseError> {
+/// A success body's top-level object: every answer of the API is one.
+pub(crate) fn top_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, ParseError> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| ParseError(format!("response is not valid JSON: {e}")))?;
-    let Value::Object(mut top) = value else {
-        return Err(ParseError(format!(
+    match value {
+        Value::Object(top) => Ok(top),
+        other => Err(ParseError(format!(
             "expected a JSON object at the top level, got {}",
-            kind(&value)
-        )));
-    };
-    let request_id = match top.remove("RequestId") {
+            kind(&other)
+        ))),
+    }
+}
+
+/// The answer's `RequestId`, kept short enough for a label or a log line.
+pub(crate) fn request_id(top: &mut serde_json::Map<String, Value>) -> Option<String> {
+    match top.remove("RequestId") {
         Some(Value::String(s)) => Some(cap_label(s)),
         Some(Value::Null) | None => None,
         Some(other) => Some(cap_label(other.to_string())),
-    };
+    }
+}
+
+/// Parses a success body. `zone` is the UTC offset of the API's `Modified` strings.
+pub fn parse_response(body: &[u8], zone: FixedOffset) -> Result<ScanResult, ParseError> {
+    let mut top = top_object(body)?;
+    let request_id = request_id(&mut top);
     let raw_tasks = match top.remove("Task") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::String(s)) if s.trim().is_empty() => Vec::new(),
