@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::FixedOffset;
 
 use super::problem::Location;
-use super::sources::DiscoveryConfig;
+use super::sources::{DiscoveryConfig, SourceKind};
 use crate::aliyun::client::ClientOptions;
 pub use crate::aliyun::credentials::{CredentialsConfig, OidcConfig};
 use crate::aliyun::endpoint::Endpoint;
@@ -249,6 +249,34 @@ impl Config {
                 a.requests_per_second,
                 a.concurrency,
                 credentials_source(a.credentials.as_ref()),
+            ));
+        }
+        for d in &self.discovery {
+            let how = match &d.kind {
+                SourceKind::SasImages { listing, .. } | SourceKind::SasContainers { listing } => {
+                    format!(
+                        "refresh {}, page_size {}, {} filter{}",
+                        humantime::format_duration(listing.refresh),
+                        listing.page_size,
+                        listing.filters.len(),
+                        if listing.filters.len() == 1 { "" } else { "s" }
+                    )
+                }
+                SourceKind::Kubernetes(k) => format!(
+                    "cluster {}, {}",
+                    k.cluster,
+                    if k.namespaces.is_empty() {
+                        "every namespace".to_owned()
+                    } else {
+                        format!("namespaces {}", k.namespaces.join(", "))
+                    }
+                ),
+            };
+            line.push_str(&format!(
+                "; discovery {} for account {}: {how}, keep_for {}",
+                d.source_name(),
+                d.account,
+                humantime::format_duration(d.keep_for),
             ));
         }
         line

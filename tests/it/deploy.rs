@@ -103,7 +103,7 @@ fn deploy_configs_pass_config_check() {
     // The base keeps that layout in the repository.
     config_check(&kube.join("base/config/config.yml"));
 
-    // The sharded overlay's config, mounted beside the same targets.
+    // The sharded and discovery overlays' configs, mounted beside the same targets.
     let dir = std::env::temp_dir().join(format!("sas-deploy-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("config")).expect("mkdir");
@@ -118,6 +118,13 @@ fn deploy_configs_pass_config_check() {
         dir.join("targets.d/targets.yml"),
     )
     .expect("copy the targets");
+    config_check(&dir.join("config/config.yml"));
+    // The discovery overlay's config, in the same place.
+    std::fs::copy(
+        kube.join("overlays/kubernetes-discovery/config.yml"),
+        dir.join("config/config.yml"),
+    )
+    .expect("copy the discovery config");
     config_check(&dir.join("config/config.yml"));
     let _ = std::fs::remove_dir_all(&dir);
 }
