@@ -54,15 +54,16 @@ impl Registry {
             if !shard.owns(&state.digest) {
                 continue;
             }
-            // What the sources said before the restart lingers until they say it again.
-            let lingering = Discovered {
-                leaves_at: Some(d.leaves_at.unwrap_or(now + d.keep_for.as_secs_f64())),
-                ..Discovered::clone(d)
-            };
+            // What the sources listed before the restart is their last complete result: it
+            // stays as it was (listed, or lingering until its saved time) until each source of
+            // the account has listed again.
+            if d.leaves_at.is_some_and(|t| t <= now) {
+                continue;
+            }
             published
                 .entry(Arc::clone(&state.account))
                 .or_default()
-                .insert(Arc::clone(&state.digest), Arc::new(lingering));
+                .insert(Arc::clone(&state.digest), Arc::clone(d));
         }
         Registry {
             sources: BTreeMap::new(),
@@ -96,15 +97,12 @@ impl Registry {
 
     /// A new source, with nothing listed yet.
     pub(crate) fn add(&mut self, key: SourceKey, config: DiscoveryConfig) {
-        self.metrics.discovery_health(
-            config.source_name(),
-            &config.account,
-            SourceHealth::default(),
-        );
+        let name = config.source_name();
         let restored = self
             .published
             .get(config.account.as_str())
-            .is_some_and(|set| !set.is_empty());
+            .is_some_and(|set| set.values().any(|d| d.sources.contains(&name)));
+        let account = config.account.clone();
         let state = SourceState {
             config,
             listing: None,
@@ -113,6 +111,8 @@ impl Registry {
             restored,
         };
         self.sources.insert(key, state);
+        self.metrics
+            .discovery_health(name, &account, self.health_of(name, &account));
         self.show_sources();
     }
 
@@ -131,7 +131,11 @@ impl Registry {
                 .sources
                 .values()
                 .any(|o| o.config.source_name() == name && o.config.account == s.config.account);
-            if !still {
+            if still {
+                let health = self.health_of(name, &s.config.account);
+                self.metrics
+                    .discovery_health(name, &s.config.account, health);
+            } else {
                 self.metrics.forget_source(name, &s.config.account);
             }
             self.show_sources();
@@ -185,21 +189,19 @@ impl Registry {
                 None
             }
         };
-        let health = source.health;
-        let still_same_kind = self
-            .sources
-            .iter()
-            .filter(|(_, s)| s.config.source_name() == name && s.config.account == account)
-            .fold(None::<SourceHealth>, |acc, (_, s)| {
-                Some(match acc {
-                    None => s.health,
-                    Some(a) => combine(a, s.health),
-                })
-            })
-            .unwrap_or(health);
-        self.metrics
-            .discovery_health(name, &account, still_same_kind);
+        let health = self.health_of(name, &account);
+        self.metrics.discovery_health(name, &account, health);
         publish
+    }
+
+    /// The health of every source of one kind in one account, as their one series shows it.
+    fn health_of(&self, name: &'static str, account: &str) -> SourceHealth {
+        self.sources
+            .values()
+            .filter(|s| s.config.source_name() == name && s.config.account == account)
+            .map(|s| s.health)
+            .reduce(combine)
+            .unwrap_or_default()
     }
 
     /// Every account with a lingering digest whose time is up, to publish again.
@@ -292,6 +294,9 @@ impl Registry {
                     .iter()
                     .map(|(k, v)| (interner.get(k), interner.get(v))),
             );
+            // The largest keep_for among every source that had the digest, not only those
+            // that list it now.
+            let keep_for = before.map_or(m.keep_for, |b| b.keep_for.max(m.keep_for));
             let d = Discovered {
                 sources: m.sources.into_iter().collect(),
                 labels: match before {
@@ -300,12 +305,16 @@ impl Registry {
                 },
                 image: m.image.cloned(),
                 running: m.running.into_iter().map(|(w, n)| (w.clone(), n)).collect(),
-                keep_for: m.keep_for,
+                keep_for,
                 leaves_at: None,
             };
-            if let (Some(new), Some(old)) = (&d.image, before.and_then(|b| b.image.as_ref()))
-                && new.scan_changed(old)
-            {
+            // A row that differs from the previous one, or the first row of a digest that was
+            // already a target (listed by another source, or configured): due now.
+            let row_changed = match (&d.image, before) {
+                (Some(new), Some(b)) => b.image.as_ref().is_none_or(|old| new.scan_changed(old)),
+                _ => false,
+            };
+            if row_changed {
                 changed.insert(digest.to_owned());
             }
             let shared = match before {
@@ -314,8 +323,21 @@ impl Registry {
             };
             next.insert(digest_arc, shared);
         }
+        // Until every source of the account has listed once (after a restart, or a reload that
+        // added one), what was known before is the last complete result: it stays as it is.
+        let all_listed = self
+            .sources
+            .values()
+            .filter(|s| *s.config.account == **account)
+            .all(|s| s.listing.is_some());
         for (digest, d) in previous {
             if next.contains_key(digest) {
+                continue;
+            }
+            if d.leaves_at.is_none() && !all_listed {
+                if self.shard.owns(digest) {
+                    next.insert(Arc::clone(digest), Arc::clone(d));
+                }
                 continue;
             }
             let leaves_at = d.leaves_at.unwrap_or(now + d.keep_for.as_secs_f64());
@@ -349,7 +371,7 @@ fn combine(a: SourceHealth, b: SourceHealth) -> SourceHealth {
         },
         last_success: match (a.last_success, b.last_success) {
             (Some(x), Some(y)) => Some(x.min(y)),
-            _ => None,
+            (x, None) | (None, x) => x,
         },
         targets: a.targets + b.targets,
     }

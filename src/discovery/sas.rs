@@ -54,7 +54,7 @@ pub(crate) async fn run(
                 |c, q| async move { c.describe_image_instances(&q).await },
             )
             .await
-            .map(|r| r.map(|rows| images_listing(rows, &listing.filters)))
+            .map(|r| r.map(Rows::Images))
         } else {
             list(
                 &scheduler,
@@ -66,7 +66,19 @@ pub(crate) async fn run(
                 |c, q| async move { c.describe_container_instances(&q).await },
             )
             .await
-            .map(|r| r.map(|rows| containers_listing(rows, &listing.filters)))
+            .map(|r| r.map(Rows::Containers))
+        };
+        let outcome = match outcome {
+            None => None,
+            Some(Err(e)) => Some(Err(e.to_string())),
+            Some(Ok(rows)) => {
+                // Turning 10 000 rows into a listing is CPU work for the blocking pool.
+                let filters = listing.filters.clone();
+                match tokio::task::spawn_blocking(move || rows.into_listing(&filters)).await {
+                    Ok(found) => Some(Ok(found)),
+                    Err(e) => Some(Err(format!("building the listing failed: {e}"))),
+                }
+            }
         };
         match outcome {
             None => return,
@@ -137,7 +149,28 @@ where
                     .await
                     .unwrap_or_else(|| Err(shutting_down()))
             }
-        }) => Some(r.map(|listed| listed.rows)),
+        }) => Some(r.map(|listed| {
+            if let Some(first) = listed.skipped.first() {
+                // Rows the parser could not use; their digests are not in this listing.
+                tracing::warn!(action, problems = listed.skipped.len(), first = %first, "listing rows or fields left out");
+            }
+            listed.rows
+        })),
+    }
+}
+
+/// The rows of one complete listing, before they become a [`Listing`].
+enum Rows {
+    Images(Vec<ImageRow>),
+    Containers(Vec<ContainerRow>),
+}
+
+impl Rows {
+    fn into_listing(self, filters: &[Filter]) -> Listing {
+        match self {
+            Rows::Images(rows) => images_listing(rows, filters),
+            Rows::Containers(rows) => containers_listing(rows, filters),
+        }
     }
 }
 

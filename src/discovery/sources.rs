@@ -188,8 +188,20 @@ async fn merge_reports(
 async fn expire(registry: Arc<Mutex<Registry>>, mut shutdown: Shutdown) {
     while shutdown.tick(EXPIRY_CHECK_EVERY).await {
         let due = registry.lock().expired(unix_now());
-        for account in due {
-            registry.lock().publish(&account);
+        if due.is_empty() {
+            continue;
+        }
+        // Publishing merges the account's listings again: work for the blocking pool.
+        let registry = Arc::clone(&registry);
+        let merged = tokio::task::spawn_blocking(move || {
+            let mut registry = registry.lock();
+            for account in due {
+                registry.publish(&account);
+            }
+        })
+        .await;
+        if let Err(e) = merged {
+            tracing::error!(error = %e, "expiring lingering digests failed");
         }
     }
 }

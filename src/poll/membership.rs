@@ -4,13 +4,15 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::config::{PollingConfig, Target};
 use crate::poll::discovered::SharedDiscovered;
-use crate::poll::scheduler::{Inner, initial_state};
+use crate::poll::scheduler::Inner;
 use crate::poll::store::{Interner, TargetState};
+use crate::poll::timing::{failed_poll_wait, initial_state, refresh_interval};
 use crate::telemetry::Trigger;
 
 impl Inner {
@@ -98,6 +100,15 @@ impl Inner {
             let is_changed = changed.contains(&*digest);
             match self.targets.get(&digest) {
                 Some(existing) => {
+                    // A configured target's first listed row is news too: its scan may have
+                    // moved since the last poll.
+                    let first_row = discovered.image.is_some()
+                        && existing.polled()
+                        && existing
+                            .discovered
+                            .as_ref()
+                            .is_none_or(|d| d.image.is_none());
+                    let is_changed = is_changed || first_row;
                     let same = existing
                         .discovered
                         .as_ref()
@@ -138,6 +149,36 @@ impl Inner {
                     self.schedule(&digest, at, why);
                 }
             }
+        }
+    }
+}
+
+impl Inner {
+    /// After a reload that shortened the intervals, no digest waits longer than its new refresh
+    /// interval (or, for a failing digest, its failure wait) from now.
+    pub(crate) fn pull_in_due_times(&mut self, polling: &PollingConfig, now: Instant) {
+        let inner = self;
+        let late: Vec<(Arc<str>, Trigger, Duration)> = inner
+            .scheduled
+            .iter()
+            .filter_map(|(digest, ((at, _, _), why))| {
+                let state = inner.targets.get(digest)?;
+                let (limit, wait) = match inner.failures.get(digest) {
+                    Some(&n) => {
+                        let w = failed_poll_wait(n, polling);
+                        (w, w)
+                    }
+                    // Spread over the new interval, so a big reload does not poll everything at once.
+                    None => {
+                        let r = refresh_interval(state, polling);
+                        (r, r.mul_f64(fastrand::f64()))
+                    }
+                };
+                (*at > now + limit).then(|| (Arc::clone(digest), *why, wait))
+            })
+            .collect();
+        for (digest, why, wait) in late {
+            inner.schedule(&digest, now + wait, why);
         }
     }
 }

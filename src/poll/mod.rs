@@ -9,3 +9,4 @@ pub(crate) mod request;
 pub(crate) mod scheduler;
 pub(crate) mod state_file;
 pub(crate) mod store;
+pub(crate) mod timing;

@@ -21,11 +21,12 @@ use tokio::time::Instant;
 
 use crate::aliyun::client::{ACTION, ApiError, SasClient};
 use crate::aliyun::scan::{ScanResult, ScanState, ScanStatus};
-use crate::backoff::{API_RETRY as RETRY_BACKOFF, jittered};
+use crate::backoff::jittered;
 use crate::config::{PollingConfig, Target};
 use crate::poll::discovered::SharedDiscovered;
 use crate::poll::limiter::RateLimiter;
 use crate::poll::store::{Interner, Known, Store, TargetState, unix_now};
+use crate::poll::timing::{failed_poll_wait, initial_state, is_active, refresh_interval};
 use crate::shutdown::Shutdown;
 use crate::telemetry::{ExporterMetrics, Trigger};
 
@@ -273,7 +274,7 @@ impl Scheduler {
         let now = Instant::now();
         let mut inner = shared.lock();
         inner.set_configured(targets, &polling, now);
-        pull_in_due_times(&mut inner, &polling, now);
+        inner.pull_in_due_times(&polling, now);
         drop(inner);
         shared.publish();
         shared.wake.notify_one();
@@ -440,87 +441,6 @@ impl Drop for PollGuard {
         }
         drop(inner);
         self.shared.wake.notify_one();
-    }
-}
-
-/// The refresh period that applies to a digest in this state.
-pub(crate) fn refresh_interval(state: &TargetState, polling: &PollingConfig) -> Duration {
-    if is_active(state) {
-        polling.active_interval
-    } else {
-        polling.interval
-    }
-}
-
-fn is_active(state: &TargetState) -> bool {
-    state.data.task().is_some_and(|t| t.status.is_active())
-}
-
-/// A target's first state, due time and reason: `fresh` with the saved data of `restored`
-/// when there is some (due once the saved fetch is one refresh interval old), else due now.
-pub(crate) fn initial_state(
-    fresh: TargetState,
-    restored: Option<TargetState>,
-    polling: &PollingConfig,
-    now: Instant,
-) -> (TargetState, Instant, Trigger) {
-    let mut state = fresh;
-    let Some(saved) = restored else {
-        return (state, now, Trigger::New);
-    };
-    state.data = saved.data;
-    state.last_success = saved.last_success;
-    state.up = saved.up;
-    state.last_error = saved.last_error;
-    state.refresh = refresh_interval(&state, polling);
-    if state.last_success.is_none() {
-        return (state, now, Trigger::New);
-    }
-    // Due when the saved fetch is one refresh interval old; the clock kept running while down.
-    let age = saved
-        .last_success
-        .map_or(f64::INFINITY, |t| (unix_now() - t).max(0.0));
-    let refresh = state.refresh.as_secs_f64();
-    let wait = (refresh - age).clamp(0.0, refresh);
-    let why = if is_active(&state) {
-        Trigger::Active
-    } else {
-        Trigger::Interval
-    };
-    (state, now + Duration::from_secs_f64(wait), why)
-}
-
-/// When a digest whose retries ran out is polled again: after the larger of `active_interval`
-/// and the backoff for `failures` consecutive failures, never later than `interval`.
-fn failed_poll_wait(failures: u32, polling: &PollingConfig) -> Duration {
-    let backoff = RETRY_BACKOFF.ceiling(failures.saturating_sub(1));
-    jittered(backoff.max(polling.active_interval)).min(polling.interval)
-}
-
-/// After a reload that shortened the intervals, no digest waits longer than its new refresh
-/// interval (or, for a failing digest, its failure wait) from now.
-fn pull_in_due_times(inner: &mut Inner, polling: &PollingConfig, now: Instant) {
-    let late: Vec<(Arc<str>, Trigger, Duration)> = inner
-        .scheduled
-        .iter()
-        .filter_map(|(digest, ((at, _, _), why))| {
-            let state = inner.targets.get(digest)?;
-            let (limit, wait) = match inner.failures.get(digest) {
-                Some(&n) => {
-                    let w = failed_poll_wait(n, polling);
-                    (w, w)
-                }
-                // Spread over the new interval, so a big reload does not poll everything at once.
-                None => {
-                    let r = refresh_interval(state, polling);
-                    (r, r.mul_f64(fastrand::f64()))
-                }
-            };
-            (*at > now + limit).then(|| (Arc::clone(digest), *why, wait))
-        })
-        .collect();
-    for (digest, why, wait) in late {
-        inner.schedule(&digest, now + wait, why);
     }
 }
 

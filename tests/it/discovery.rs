@@ -709,3 +709,50 @@ async fn ready_waits_for_the_first_listing_and_the_digests_it_found() {
     );
     exporter.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_during_an_outage_keeps_the_discovered_targets_past_keep_for() {
+    let sim = Simulator::start(Scenario::default()).await.expect("sim");
+    let digests: Vec<String> = (95..97).map(digest).collect();
+    sim.set_images(
+        digests
+            .iter()
+            .map(|d| image(d, "ns", "app", &d[..4], 1, 1_700_000_000_000))
+            .collect(),
+    );
+    let dir = TempDir::new("discovery-outage");
+    let state = dir.path().join("state.json");
+    let path = write_config(
+        dir.path(),
+        &sim,
+        &format!(
+            "state_file: {}\ndiscovery:\n  - source: sas_images\n    refresh: 10s\n    keep_for: 1s\n",
+            state.display()
+        ),
+    );
+    let first = start_from(&path, Options::default()).await;
+    wait_for("both polled", || {
+        digests.iter().all(|d| sim.requests_for(d) == 1)
+    })
+    .await;
+    first.shutdown().await;
+    // The listing is refused from now on: the last complete result (the state file's) stays,
+    // however short keep_for is, and the restarted exporter is ready at once.
+    sim.inject(FaultScope::Global, Fault::error(403, "NoPermission"));
+    let second = start_from(&path, Options::default()).await;
+    assert_eq!(get(&second, "/-/ready", &[]).await.status, 200);
+    scrape_until(&second, "the source down", |b| {
+        value(b, "sas_exporter_discovery_up", &["source=\"sas_images\""]) == Some(0.0)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let body = scrape(&second).await;
+    let mut want = digests.clone();
+    want.sort();
+    assert_eq!(
+        digests_of(&body, "sas_image_vulnerabilities"),
+        want,
+        "{body}"
+    );
+    second.shutdown().await;
+}
