@@ -222,9 +222,10 @@ impl Accounts {
             .collect();
         for name in gone {
             if let Some(mut account) = self.running.remove(&name) {
-                account.scheduler.retire();
-                self.metrics
-                    .forget_account(&name, &[ACTION, IMAGES_ACTION, CONTAINERS_ACTION]);
+                let metrics = Arc::clone(&self.metrics);
+                account.scheduler.retire(|| {
+                    metrics.forget_account(&name, &[ACTION, IMAGES_ACTION, CONTAINERS_ACTION])
+                });
                 account.stop.trigger();
                 account.identity.abort();
                 // Its requests in flight get their grace; shutdown waits for them too.

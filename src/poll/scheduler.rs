@@ -137,6 +137,8 @@ impl Shared {
     /// Counts one request that reached the API (and its error code), unless the account left
     /// the configuration: its series are gone and must not come back.
     pub(crate) fn observe(&self, action: &str, took: Duration, error: Option<&str>) {
+        // Under the lock `retire` holds while it forgets the account's series.
+        let _inner = self.lock();
         if self.retired.load(Relaxed) {
             return;
         }
@@ -235,10 +237,13 @@ impl Scheduler {
 
     /// The account left the configuration: its targets leave the snapshot at once, and polls
     /// still in flight publish nothing when they end.
-    pub fn retire(&self) {
+    /// `forget` drops the account's own series; it runs under the same lock that every count
+    /// of this scheduler takes, so no request ending meanwhile brings a series back.
+    pub fn retire(&self, forget: impl FnOnce()) {
         let _inner = self.shared.lock();
         self.shared.retired.store(true, Relaxed);
         self.shared.store.remove_part(&self.shared.account);
+        forget();
     }
 
     /// The current request rate (lower than configured while recovering from throttling).
@@ -354,10 +359,21 @@ impl Scheduler {
             let Some(permit) = self.shared.slot(&mut shutdown).await else {
                 break;
             };
-            if !self.shared.retired.load(Relaxed) {
-                self.shared
-                    .metrics
-                    .refresh_triggered(&self.shared.account, why);
+            // While waiting for the slot the digest may have been removed, or removed and added
+            // again (then it is scheduled anew): either way this poll is not wanted any more.
+            let wanted = {
+                let inner = self.shared.lock();
+                let wanted =
+                    inner.targets.contains_key(&digest) && !inner.scheduled.contains_key(&digest);
+                if wanted && !self.shared.retired.load(Relaxed) {
+                    self.shared
+                        .metrics
+                        .refresh_triggered(&self.shared.account, why);
+                }
+                wanted
+            };
+            if !wanted {
+                continue;
             }
             polls.spawn(poll_digest(
                 Arc::clone(&self.shared),
