@@ -2,14 +2,14 @@
 //! set each scheduler holds, with `keep_for` for digests no source lists any more and change
 //! detection from one `sas_images` listing to the next.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::{UnixSeconds, unix_now};
 use crate::config::DiscoveryConfig;
 use crate::discovery::listing::{ImageFacts, Listing, SourceKey, SourceOutcome, Workload};
-use crate::poll::discovered::{Discovered, SharedDiscovered};
+use crate::poll::discovered::{Discovered, SOURCE_NAMES, SharedDiscovered};
 use crate::poll::scheduler::Scheduler;
 use crate::poll::store::{Interner, TargetState};
 use crate::targets::Shard;
@@ -28,7 +28,25 @@ struct SourceState {
 }
 
 /// One account's discovered set as last handed to its scheduler.
-type Published = BTreeMap<Arc<str>, SharedDiscovered>;
+#[derive(Default)]
+struct Published {
+    digests: BTreeMap<Arc<str>, SharedDiscovered>,
+    /// The soonest `leaves_at` among the lingering digests.
+    leaves_first: Option<UnixSeconds>,
+}
+
+impl Published {
+    fn get(&self, digest: &str) -> Option<&SharedDiscovered> {
+        self.digests.get(digest)
+    }
+
+    fn insert(&mut self, digest: Arc<str>, d: SharedDiscovered) {
+        if let Some(t) = d.leaves_at {
+            self.leaves_first = Some(self.leaves_first.map_or(t, |f| f.min(t)));
+        }
+        self.digests.insert(digest, d);
+    }
+}
 
 /// Every source's state and every account's published set.
 pub(crate) struct Registry {
@@ -101,7 +119,7 @@ impl Registry {
         let restored = self
             .published
             .get(config.account.as_str())
-            .is_some_and(|set| set.values().any(|d| d.sources.contains(&name)));
+            .is_some_and(|set| set.digests.values().any(|d| d.sources.contains(&name)));
         let account = config.account.clone();
         let state = SourceState {
             config,
@@ -206,9 +224,10 @@ impl Registry {
 
     /// Every account with a lingering digest whose time is up, to publish again.
     pub(crate) fn expired(&self, now: UnixSeconds) -> Vec<Arc<str>> {
+        // Checked every second: the soonest departure per account, not a walk of every digest.
         self.published
             .iter()
-            .filter(|(_, set)| set.values().any(|d| d.leaves_at.is_some_and(|t| t <= now)))
+            .filter(|(_, set)| set.leaves_first.is_some_and(|t| t <= now))
             .map(|(a, _)| Arc::clone(a))
             .collect()
     }
@@ -227,6 +246,7 @@ impl Registry {
         let previous = self.published.remove(account).unwrap_or_default();
         let (next, changed) = self.merge(&key, &previous, unix_now());
         let found: Vec<(Arc<str>, SharedDiscovered)> = next
+            .digests
             .iter()
             .map(|(d, x)| (Arc::clone(d), Arc::clone(x)))
             .collect();
@@ -253,8 +273,10 @@ impl Registry {
                     continue;
                 }
                 let m = found.entry(digest.as_str()).or_default();
-                m.sources.insert(s.config.source_name());
-                m.images.extend(finding.images.iter().map(String::as_str));
+                m.sources |= source_bit(s.config.source_name());
+                if let Some(first) = finding.images.iter().next() {
+                    m.image_name = Some(m.image_name.map_or(first.as_str(), |n| n.min(first)));
+                }
                 if m.image.is_none() {
                     m.image = finding.row.as_ref();
                 }
@@ -273,14 +295,21 @@ impl Registry {
         let mut interner = Interner::default();
         let account_label = interner.get("account");
         let digest_label = interner.get("digest");
-        let mut next = Published::new();
+        let mut next = Published::default();
         let mut changed = HashSet::new();
         for (digest, m) in found {
             let before = previous.get(digest);
-            let image_name = m.images.iter().next().copied();
             let mut labels: BTreeMap<&str, &str> = m.labels.clone();
-            if let Some(name) = image_name {
+            if let Some(name) = m.image_name {
                 labels.entry("image").or_insert(name);
+            }
+            let keep_for = before.map_or(m.keep_for, |b| b.keep_for.max(m.keep_for));
+            // Most digests are as they were: keep their shared facts without building anything.
+            if let Some(b) = before
+                && unchanged(b, &m, account, digest, &labels, keep_for)
+            {
+                next.insert(Arc::clone(&b.labels[1].1), Arc::clone(b));
+                continue;
             }
             let digest_arc: Arc<str> = before
                 .map(|b| Arc::clone(&b.labels[1].1))
@@ -294,11 +323,8 @@ impl Registry {
                     .iter()
                     .map(|(k, v)| (interner.get(k), interner.get(v))),
             );
-            // The largest keep_for among every source that had the digest, not only those
-            // that list it now.
-            let keep_for = before.map_or(m.keep_for, |b| b.keep_for.max(m.keep_for));
             let d = Discovered {
-                sources: m.sources.into_iter().collect(),
+                sources: source_names(m.sources),
                 labels: match before {
                     Some(b) if same_labels(&b.labels, &label_set) => Arc::clone(&b.labels),
                     _ => label_set.into(),
@@ -330,8 +356,8 @@ impl Registry {
             .values()
             .filter(|s| *s.config.account == **account)
             .all(|s| s.listing.is_some());
-        for (digest, d) in previous {
-            if next.contains_key(digest) {
+        for (digest, d) in &previous.digests {
+            if next.digests.contains_key(digest) {
                 continue;
             }
             if d.leaves_at.is_none() && !all_listed {
@@ -377,6 +403,54 @@ fn combine(a: SourceHealth, b: SourceHealth) -> SourceHealth {
     }
 }
 
+/// The bit of a source name in [`Merged::sources`].
+fn source_bit(name: &str) -> u8 {
+    SOURCE_NAMES
+        .iter()
+        .position(|n| *n == name)
+        .map_or(0, |i| 1 << i)
+}
+
+/// The names of the bits set, in `SOURCE_NAMES` order (which is sorted).
+fn source_names(bits: u8) -> Vec<&'static str> {
+    SOURCE_NAMES
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| bits & (1 << i) != 0)
+        .map(|(_, n)| *n)
+        .collect()
+}
+
+/// True when the merged facts of a digest are exactly those `before` holds (still listed,
+/// same sources, labels, row, running containers and `keep_for`); the largest `keep_for`
+/// among every source that had the digest counts, not only those that list it now.
+fn unchanged(
+    before: &Discovered,
+    m: &Merged<'_>,
+    account: &str,
+    digest: &str,
+    labels: &BTreeMap<&str, &str>,
+    keep_for: Duration,
+) -> bool {
+    let want_labels = [("account", account), ("digest", digest)]
+        .into_iter()
+        .chain(labels.iter().map(|(k, v)| (*k, *v)));
+    before.leaves_at.is_none()
+        && before.keep_for == keep_for
+        && before.image.as_ref() == m.image
+        && before.sources.iter().copied().eq(source_names(m.sources))
+        && before
+            .running
+            .iter()
+            .map(|(w, n)| (w, *n))
+            .eq(m.running.iter().map(|(w, n)| (*w, *n)))
+        && before
+            .labels
+            .iter()
+            .map(|(k, v)| (&**k, &**v))
+            .eq(want_labels)
+}
+
 fn same_labels(a: &[(Arc<str>, Arc<str>)], b: &[(Arc<str>, Arc<str>)]) -> bool {
     a.len() == b.len()
         && a.iter()
@@ -387,8 +461,10 @@ fn same_labels(a: &[(Arc<str>, Arc<str>)], b: &[(Arc<str>, Arc<str>)]) -> bool {
 /// One digest's facts while the listings are merged, borrowed from them.
 #[derive(Default)]
 struct Merged<'a> {
-    sources: BTreeSet<&'static str>,
-    images: BTreeSet<&'a str>,
+    /// Bit `i` set: `SOURCE_NAMES[i]` lists the digest (no allocation per digest).
+    sources: u8,
+    /// The smallest image name any source gave the digest: the `image` label.
+    image_name: Option<&'a str>,
     image: Option<&'a ImageFacts>,
     running: BTreeMap<&'a Workload, u32>,
     keep_for: Duration,

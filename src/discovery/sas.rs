@@ -225,19 +225,30 @@ pub(crate) fn images_listing(rows: Vec<ImageRow>, filters: &[Filter]) -> Listing
         if !matches(filters, ImageRow::FIELDS, |name| row.field(name)) {
             continue;
         }
-        let facts = ImageFacts {
-            sca_status: row.sca_status.clone().unwrap_or_default(),
-            last_scan_ms: row.last_scan_time_ms,
-            vulnerabilities: row.vul_count,
-            baseline_risks: row.hc_count,
-            security_alerts: row.alarm_count,
-        };
-        let finding: &mut Finding = out.entry(row.digest.clone()).or_default();
-        if let Some(name) = image_name(
+        let name = image_name(
             row.repo_namespace.as_deref().unwrap_or(""),
             row.repo_name.as_deref().unwrap_or(""),
             row.tag.as_deref().unwrap_or(""),
-        ) {
+        );
+        // Moved, not copied: a listing is 10 000 rows.
+        let ImageRow {
+            digest,
+            sca_status,
+            last_scan_time_ms,
+            vul_count,
+            hc_count,
+            alarm_count,
+            ..
+        } = row;
+        let facts = ImageFacts {
+            sca_status: sca_status.unwrap_or_default(),
+            last_scan_ms: last_scan_time_ms,
+            vulnerabilities: vul_count,
+            baseline_risks: hc_count,
+            security_alerts: alarm_count,
+        };
+        let finding: &mut Finding = out.entry(digest).or_default();
+        if let Some(name) = name {
             finding.images.insert(name);
         }
         let later = finding
