@@ -195,8 +195,14 @@ impl Registry {
                     last_success: Some(now),
                     targets: listing.len(),
                 };
-                source.listing = Some(Arc::new(listing));
-                Some(account.clone())
+                // The common case: nothing changed since the previous listing, so the merged set
+                // is the one already published and there is nothing to merge again.
+                if source.listing.as_deref() == Some(&listing) {
+                    None
+                } else {
+                    source.listing = Some(Arc::new(listing));
+                    Some(account.clone())
+                }
             }
             SourceOutcome::Failed(why) => {
                 if source.last_error.as_deref() != Some(why.as_str()) {
