@@ -2,7 +2,24 @@
 //! `null` and `""` mean absent, and whatever cannot be read gets a short reason instead of
 //! failing the whole answer. The scan-task and listing parsers share these readers.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
+
+/// Takes `field` out of `obj` and reads it with `read`. A value that cannot be read is left out
+/// (`None`) and its reason goes to `dropped`, so one bad field never costs the rest of the object.
+pub(crate) fn take_field<T>(
+    obj: &mut Map<String, Value>,
+    field: &'static str,
+    read: fn(Value) -> Result<Option<T>, String>,
+    dropped: impl FnOnce(String),
+) -> Option<T> {
+    match read(obj.remove(field)?) {
+        Ok(v) => v,
+        Err(reason) => {
+            dropped(reason);
+            None
+        }
+    }
+}
 
 /// What kind of JSON value this is, for error reasons.
 pub(crate) fn kind(v: &Value) -> &'static str {

@@ -7,7 +7,9 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-use crate::aliyun::lenient::{lenient_bool, lenient_i64, lenient_string, lenient_u64, preview};
+use crate::aliyun::lenient::{
+    lenient_bool, lenient_i64, lenient_string, lenient_u64, preview, take_field,
+};
 use crate::aliyun::scan::cap_label;
 
 /// A row, or one field of a row, that could not be read.
@@ -67,18 +69,15 @@ impl Fields<'_> {
         field: &'static str,
         read: fn(Value) -> Result<Option<T>, String>,
     ) -> Option<T> {
-        match read(self.obj.remove(field)?) {
-            Ok(v) => v,
-            Err(reason) => {
-                self.problems.push(RowProblem {
-                    page: self.at.page,
-                    row: self.at.row,
-                    field: Some(field),
-                    reason,
-                });
-                None
-            }
-        }
+        let (at, problems) = (self.at, &mut *self.problems);
+        take_field(&mut self.obj, field, read, |reason| {
+            problems.push(RowProblem {
+                page: at.page,
+                row: at.row,
+                field: Some(field),
+                reason,
+            })
+        })
     }
 
     fn label(&mut self, field: &'static str) -> Option<String> {

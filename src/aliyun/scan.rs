@@ -10,7 +10,7 @@ use std::fmt;
 use chrono::{DateTime, FixedOffset, NaiveDateTime, Utc};
 use serde_json::Value;
 
-use crate::aliyun::lenient::{kind, lenient_i64, lenient_string};
+use crate::aliyun::lenient::{kind, lenient_i64, lenient_string, take_field};
 
 /// The state of a scan task as the exporter reports it.
 #[derive(
@@ -267,17 +267,14 @@ impl Fields<'_> {
         field: &'static str,
         read: fn(Value) -> Result<Option<T>, String>,
     ) -> Option<T> {
-        match read(self.obj.remove(field)?) {
-            Ok(v) => v,
-            Err(reason) => {
-                self.dropped.push(DroppedField {
-                    task: self.task,
-                    field,
-                    reason,
-                });
-                None
-            }
-        }
+        let (task, dropped) = (self.task, &mut *self.dropped);
+        take_field(&mut self.obj, field, read, |reason| {
+            dropped.push(DroppedField {
+                task,
+                field,
+                reason,
+            })
+        })
     }
 
     fn int(&mut self, field: &'static str) -> Option<i64> {
