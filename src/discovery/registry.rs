@@ -240,15 +240,13 @@ impl Registry {
 
     /// Merges the account's sources and hands the result to its scheduler.
     pub(crate) fn publish(&mut self, account: &str) {
-        let Some(scheduler) = self.schedulers.get(account).cloned() else {
+        let Some((key, scheduler)) = self
+            .schedulers
+            .get_key_value(account)
+            .map(|(k, s)| (Arc::clone(k), s.clone()))
+        else {
             return;
         };
-        let key: Arc<str> = self
-            .schedulers
-            .keys()
-            .find(|k| &***k == account)
-            .cloned()
-            .unwrap_or_else(|| Arc::from(account));
         let previous = self.published.remove(account).unwrap_or_default();
         let (next, changed) = self.merge(&key, &previous, unix_now());
         let found: Vec<(Arc<str>, SharedDiscovered)> = next
