@@ -68,7 +68,8 @@ impl Inner {
         }
     }
 
-    /// Makes `found` the discovered set (see `Scheduler::discover`).
+    /// Makes `found` the discovered set (see `Scheduler::discover`); true when a target was
+    /// added, removed or changed.
     pub(crate) fn set_discovered(
         &mut self,
         account: &Arc<str>,
@@ -76,7 +77,9 @@ impl Inner {
         changed: &HashSet<String>,
         polling: &PollingConfig,
         now: Instant,
-    ) {
+    ) -> bool {
+        // Whether the target set (not only the schedule) changed, so a snapshot is due.
+        let mut touched = false;
         let wanted: HashSet<&str> = found.iter().map(|(d, _)| &**d).collect();
         let dropped: Vec<Arc<str>> = self
             .targets
@@ -95,6 +98,7 @@ impl Inner {
             } else {
                 self.forget(&digest);
             }
+            touched = true;
         }
         for (digest, discovered) in found {
             let is_changed = changed.contains(&*digest);
@@ -121,6 +125,7 @@ impl Inner {
                         state.discovered = Some(discovered);
                         let key = Arc::clone(&state.digest);
                         self.targets.insert(key, Arc::new(state));
+                        touched = true;
                     }
                     if is_changed {
                         if self.scheduled.contains_key(&digest) {
@@ -147,9 +152,11 @@ impl Inner {
                     };
                     self.targets.insert(Arc::clone(&digest), Arc::new(state));
                     self.schedule(&digest, at, why);
+                    touched = true;
                 }
             }
         }
+        touched
     }
 }
 

@@ -9,10 +9,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use arc_swap::ArcSwap;
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::{Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -98,8 +97,10 @@ impl Inner {
 pub(crate) struct Shared {
     /// The account this scheduler polls for; its targets form one part of the snapshot.
     pub(crate) account: Arc<str>,
-    /// Set once the account left the configuration: nothing it still finishes is published.
-    retired: AtomicBool,
+    /// Set once the account left the configuration: nothing it still finishes is published or
+    /// counted. Counting holds it for reading, so `retire` forgets the account's series at a
+    /// moment no count is halfway done (always taken after `inner`, never before).
+    retired: RwLock<bool>,
     client: ArcSwap<SasClient>,
     polling: ArcSwap<PollingConfig>,
     pub(crate) limiter: RateLimiter,
@@ -137,9 +138,8 @@ impl Shared {
     /// Counts one request that reached the API (and its error code), unless the account left
     /// the configuration: its series are gone and must not come back.
     pub(crate) fn observe(&self, action: &str, took: Duration, error: Option<&str>) {
-        // Under the lock `retire` holds while it forgets the account's series.
-        let _inner = self.lock();
-        if self.retired.load(Relaxed) {
+        let retired = self.retired.read();
+        if *retired {
             return;
         }
         self.metrics
@@ -156,7 +156,7 @@ impl Shared {
     fn publish(&self) {
         // Published under the lock, so this account's older part cannot replace a newer one.
         let inner = self.lock();
-        if self.retired.load(Relaxed) {
+        if *self.retired.read() {
             return;
         }
         self.store
@@ -214,7 +214,7 @@ impl Scheduler {
         inner.restored = restored;
         let shared = Arc::new(Shared {
             account,
-            retired: AtomicBool::new(false),
+            retired: RwLock::new(false),
             client: ArcSwap::from_pointee(client),
             limiter: RateLimiter::new(polling.requests_per_second),
             permits: Arc::new(Semaphore::new(polling.concurrency)),
@@ -237,11 +237,12 @@ impl Scheduler {
 
     /// The account left the configuration: its targets leave the snapshot at once, and polls
     /// still in flight publish nothing when they end.
-    /// `forget` drops the account's own series; it runs under the same lock that every count
-    /// of this scheduler takes, so no request ending meanwhile brings a series back.
+    /// `forget` drops the account's own series while no count is under way, so no request
+    /// ending meanwhile brings a series back.
     pub fn retire(&self, forget: impl FnOnce()) {
         let _inner = self.shared.lock();
-        self.shared.retired.store(true, Relaxed);
+        let mut retired = self.shared.retired.write();
+        *retired = true;
         self.shared.store.remove_part(&self.shared.account);
         forget();
     }
@@ -292,7 +293,7 @@ impl Scheduler {
     pub fn discover(&self, found: Vec<(Arc<str>, SharedDiscovered)>, changed: &HashSet<String>) {
         let polling = self.shared.polling();
         let mut inner = self.shared.lock();
-        inner.set_discovered(
+        let touched = inner.set_discovered(
             &self.shared.account,
             found,
             changed,
@@ -301,7 +302,10 @@ impl Scheduler {
         );
         inner.restored = HashMap::new();
         drop(inner);
-        self.shared.publish();
+        // An unchanged set needs no new snapshot: scrapes and the state file keep theirs.
+        if touched {
+            self.shared.publish();
+        }
         self.shared.wake.notify_one();
     }
 
@@ -365,7 +369,7 @@ impl Scheduler {
                 let inner = self.shared.lock();
                 let wanted =
                     inner.targets.contains_key(&digest) && !inner.scheduled.contains_key(&digest);
-                if wanted && !self.shared.retired.load(Relaxed) {
+                if wanted && !*self.shared.retired.read() {
                     self.shared
                         .metrics
                         .refresh_triggered(&self.shared.account, why);
